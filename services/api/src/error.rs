@@ -1,0 +1,91 @@
+//! The one JSON shape every error takes: `{"error": "..."}`.
+//!
+//! Handlers return [`ApiError`]; failures raised by the framework itself
+//! (unknown route, unparsable body, missing credentials) are turned into
+//! the same shape by [`framework_error`], so a client never sees plain text.
+
+use poem::http::{StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// The realm announced in `WWW-Authenticate`, so browsers and curl prompt.
+pub const AUTH_CHALLENGE: &str = "Basic realm=\"student-ages\", charset=\"UTF-8\"";
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// What went wrong, in words a user can act on.
+    pub error: String,
+}
+
+/// Errors a handler reports.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is invalid; the message says which part and why.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or wrong credentials.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// No such student.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The data file could not be read or written.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: message.into(),
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(body(message))
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::NotFound(body("Not found"))
+    }
+
+    pub fn unavailable(error: &impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "data file unavailable");
+        ApiError::Unavailable(body(error.to_string()))
+    }
+}
+
+/// Maps an error raised outside our handlers to the JSON error shape.
+pub fn framework_error(error: poem::Error) -> Response {
+    // Our own handlers' errors (ApiError) already carry the JSON shape.
+    if error.is_from_response() {
+        return error.into_response();
+    }
+    let status = error.status();
+    let message = match status {
+        StatusCode::UNAUTHORIZED => "Unauthorized access".to_owned(),
+        StatusCode::NOT_FOUND => "Not found".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed".to_owned(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => format!(
+            "{error}; send the body as JSON with the header 'Content-Type: application/json'"
+        ),
+        _ => error.to_string(),
+    };
+    // Parse errors from poem-openapi carry their own status; anything that
+    // is not a client error is logged, since the client cannot fix it.
+    if status.is_server_error() {
+        tracing::error!(%error, "request failed");
+    }
+    let mut response = poem::web::Json(serde_json::json!({ "error": message }))
+        .with_status(status)
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(AUTH_CHALLENGE),
+        );
+    }
+    response
+}

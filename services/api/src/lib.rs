@@ -1,0 +1,121 @@
+//! The student-ages API: a JSON file of student ages served over HTTP,
+//! behind basic auth, on the paths the original Flask service used, plus a
+//! write API that answers only once a change is durably on disk.
+//!
+//! [`run`] serves on a listener it is given until `shutdown` resolves, so
+//! the binary and the tests start the server the same way.
+
+pub mod auth;
+pub mod error;
+mod routes;
+pub mod store;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem_openapi::OpenApiService;
+
+pub use auth::Credentials;
+pub use store::Store;
+
+/// The largest request body accepted, in bytes: a `{"age": N}` is tiny.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub credentials: Credentials,
+}
+
+/// The application: routes, docs, auth data, error mapping, request log.
+pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
+    let api = OpenApiService::new(routes::Api, "student-ages API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Student ages kept in a JSON file. Every /supmit route needs HTTP basic auth; \
+             every error is JSON {\"error\": \"...\"}.",
+        )
+        .server("/");
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .data(store)
+        .data(Arc::new(config.credentials))
+        .around(limit_body)
+        .catch_all_error(|error| async move { error::framework_error(error) })
+        .around(log_request)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests (and so their writes) before returning.
+pub async fn run(
+    listener: std::net::TcpListener,
+    store: Store,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    tracing::info!(listen = %address, data_file = %store.path().display(), "api listening");
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(store, config), shutdown, Some(SHUTDOWN_GRACE))
+        .await?;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+/// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so, whether
+/// or not the client sent a `Content-Length`.
+async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::Output> {
+    let too_large = || {
+        poem::Error::from_string(
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            poem::http::StatusCode::BAD_REQUEST,
+        )
+    };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    if declared.is_none() && req.method() != poem::http::Method::GET {
+        let bytes = req
+            .take_body()
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        req.set_body(bytes);
+    }
+    next.call(req).await
+}
+
+/// Logs one line per request.
+async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match next.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(error) => error.into_response(),
+    };
+    tracing::info!(
+        target: "api::request",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(response)
+}
