@@ -9,7 +9,6 @@ pub mod auth;
 pub mod error;
 mod routes;
 pub mod store;
-pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use student_ages_api::{Config, Credentials, Store};
+use student_ages_process as process;
 
 const ENVIRONMENT: &str = "\
 Credentials (environment only, never flags, so they stay out of `ps`):
@@ -56,7 +56,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Healthcheck) => healthcheck(&cli.listen_addr),
+        Some(Command::Healthcheck) => process::healthcheck(&cli.listen_addr),
         Some(Command::Serve) | None => serve(&cli),
     };
     match result {
@@ -69,13 +69,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let credentials = credentials_from_env()?;
+    process::init_logging();
+    let api = process::api_credentials_from_env().context("the API refuses to run without auth")?;
     let data_file = cli
         .data_file
         .clone()
@@ -88,90 +83,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     runtime.block_on(student_ages_api::run(
         listener,
         store,
-        Config { credentials },
-        shutdown_signal(),
+        Config {
+            credentials: Credentials::new(api.username, api.password),
+        },
+        process::shutdown_signal(),
     ))?;
     Ok(())
-}
-
-fn credentials_from_env() -> anyhow::Result<Credentials> {
-    let username = std::env::var("API_USERNAME").unwrap_or_default();
-    let password = match (
-        std::env::var("API_PASSWORD"),
-        std::env::var_os("API_PASSWORD_FILE"),
-    ) {
-        (Ok(password), _) => password,
-        (Err(_), Some(file)) => std::fs::read_to_string(&file)
-            .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
-            .with_context(|| {
-                format!(
-                    "cannot read API_PASSWORD_FILE {}",
-                    PathBuf::from(&file).display()
-                )
-            })?,
-        (Err(_), None) => String::new(),
-    };
-    if username.is_empty() || password.is_empty() {
-        bail!(
-            "no API credentials configured: set API_USERNAME and API_PASSWORD (or \
-             API_PASSWORD_FILE) in the environment; the API refuses to run without auth"
-        );
-    }
-    Ok(Credentials::new(username, password))
-}
-
-/// Resolves on SIGTERM (`docker stop`; we are PID 1 in a scratch image) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler only fails if the runtime has no signal driver");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested; finishing in-flight requests");
-}
-
-fn healthcheck(listen_addr: &str) -> anyhow::Result<()> {
-    let url = format!("http://{}/healthz", loopback_for(listen_addr)?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("GET {url} answered {status}: {body}");
-        }
-        Ok(())
-    })
-}
-
-/// The address to probe on this machine: the listen address, with a
-/// wildcard host replaced by loopback.
-fn loopback_for(listen_addr: &str) -> anyhow::Result<String> {
-    let (host, port) = listen_addr
-        .rsplit_once(':')
-        .with_context(|| format!("LISTEN_ADDR {listen_addr:?} has no port"))?;
-    let host = match host {
-        "" | "0.0.0.0" => "127.0.0.1",
-        "[::]" => "[::1]",
-        other => other,
-    };
-    Ok(format!("{host}:{port}"))
 }

@@ -11,8 +11,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::auth::ApiAuth;
 use crate::error::ApiError;
-use crate::store::{Change, Outcome, Store};
-use crate::validate;
+use crate::store::{Age, Change, Outcome, Store};
+use student_ages_rules as validate;
 
 #[derive(Tags)]
 enum Tag {
@@ -165,7 +165,9 @@ impl Api {
         body: Json<NewAge>,
     ) -> Result<Put, ApiError> {
         checked_name(&name)?;
-        let age = validate::age_value(&body.age).map_err(ApiError::bad_request)?;
+        let age = validate::age_value(&body.age)
+            .map(Age)
+            .map_err(ApiError::bad_request)?;
         let change = Change::Put {
             name: name.0.clone(),
             age,

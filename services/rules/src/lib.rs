@@ -1,17 +1,15 @@
 //! What a valid student name and age are.
 //!
-//! The rules are the API's contract; the frontend checks the same rules
-//! before it calls us, so a user sees the message beside the field.
-
-use crate::store::Age;
+//! The rules are the API's contract. The web UI checks the same rules before
+//! it calls the API, so a user sees the message beside the field; both use
+//! this crate so the two can never disagree.
 
 /// The longest name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// The oldest age accepted.
 pub const MAX_AGE: i64 = 150;
 
-/// Checks a student name, returning it trimmed of nothing: names are stored
-/// exactly as given.
+/// Checks a student name. Names are stored exactly as given.
 pub fn name(name: &str) -> Result<&str, String> {
     if name.trim().is_empty() {
         return Err("the student name is empty".into());
@@ -38,17 +36,30 @@ pub fn name(name: &str) -> Result<&str, String> {
 }
 
 /// Checks an age given through the API.
-pub fn age(age: i64) -> Result<Age, String> {
+pub fn age(age: i64) -> Result<u32, String> {
     match u32::try_from(age) {
-        Ok(years) if age <= MAX_AGE => Ok(Age(years)),
+        Ok(years) if age <= MAX_AGE => Ok(years),
         _ => Err(format!(
             "the age must be a whole number from 0 to {MAX_AGE}, not {age}"
         )),
     }
 }
 
+/// Checks an age typed into a form field.
+pub fn age_text(text: &str) -> Result<u32, String> {
+    match text.trim() {
+        "" => Err("the age is empty".into()),
+        text => match text.parse::<i64>() {
+            Ok(years) => age(years),
+            Err(_) => Err(format!(
+                "the age must be a whole number from 0 to {MAX_AGE}, not {text:?}"
+            )),
+        },
+    }
+}
+
 /// Checks an age given as any JSON value: only a whole number will do.
-pub fn age_value(value: &serde_json::Value) -> Result<Age, String> {
+pub fn age_value(value: &serde_json::Value) -> Result<u32, String> {
     match value.as_i64() {
         Some(years) => age(years),
         None => Err(format!(
@@ -87,11 +98,14 @@ mod tests {
 
     #[test]
     fn ages_must_be_in_range() {
-        assert_eq!(age(0), Ok(Age(0)));
-        assert_eq!(age(150), Ok(Age(150)));
+        assert_eq!(age(0), Ok(0));
+        assert_eq!(age(150), Ok(150));
         assert!(age(151).unwrap_err().contains("0 to 150"));
         assert!(age(-1).unwrap_err().contains("not -1"));
-        assert_eq!(age_value(&serde_json::json!(12)), Ok(Age(12)));
+        assert_eq!(age_value(&serde_json::json!(12)), Ok(12));
+        assert_eq!(age_text(" 12 "), Ok(12));
+        assert!(age_text("").unwrap_err().contains("empty"));
+        assert!(age_text("1.5").unwrap_err().contains("whole number"));
         for bad in [
             serde_json::json!(1.5),
             serde_json::json!("12"),

@@ -1,0 +1,84 @@
+//! The student-ages web UI: a server-rendered page that lists, filters,
+//! adds, changes and deletes students by calling the API server-side (the
+//! browser never sees the API's credentials). Works without JavaScript.
+//!
+//! [`run`] serves on a listener it is given until `shutdown` resolves, so
+//! the binary and the tests start the server the same way.
+
+pub mod api_client;
+mod pages;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, post};
+
+pub use api_client::ApiClient;
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the API, e.g. `http://api:5000`.
+    pub api_url: String,
+    pub api_username: String,
+    pub api_password: String,
+}
+
+/// The application: pages, form handlers, static files, request log.
+pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> + use<>> {
+    let api = ApiClient::new(
+        &config.api_url,
+        config.api_username.clone(),
+        config.api_password.clone(),
+    )?;
+    Ok(Route::new()
+        .at("/", get(pages::index))
+        .at("/students", post(pages::save))
+        .at("/students/delete", post(pages::delete))
+        .at("/healthz", get(pages::healthz))
+        .at("/static/app.css", get(pages::stylesheet))
+        .at("/static/app.js", get(pages::script))
+        .data(api)
+        .around(log_request))
+}
+
+/// Serves the UI on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: std::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let app = app(&config).map_err(std::io::Error::other)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    tracing::info!(listen = %address, api = %config.api_url, "frontend listening");
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+        .await?;
+    tracing::info!("frontend stopped");
+    Ok(())
+}
+
+/// Logs one line per request.
+async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match next.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(error) => error.into_response(),
+    };
+    tracing::info!(
+        target: "frontend::request",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(response)
+}

@@ -1,0 +1,300 @@
+//! The page handlers: parse the request, call the API, render a template.
+//! Forms follow post/redirect/get; an invalid form is shown again with the
+//! message beside the field and the user's input kept.
+
+use askama::Template;
+use poem::http::{StatusCode, header};
+use poem::web::{Data, Form, Html, Json, Query, Redirect};
+use poem::{IntoResponse, Response, handler};
+use serde::Deserialize;
+use student_ages_rules as rules;
+
+use crate::api_client::{ApiClient, ApiError, Saved};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct IndexQuery {
+    #[serde(default)]
+    q: String,
+    saved: Option<String>,
+    created: Option<String>,
+    deleted: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StudentForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    age: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    name: String,
+}
+
+struct Row {
+    name: String,
+    age: u32,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    notice: Option<String>,
+    query: String,
+    rows: Vec<Row>,
+    shown: usize,
+    total: usize,
+    form_name: String,
+    form_age: String,
+    name_error: Option<String>,
+    age_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    heading: String,
+    detail: String,
+    hint: String,
+}
+
+/// What the add/change form looked like when it was sent back to the user.
+#[derive(Default)]
+struct FormState {
+    name: String,
+    age: String,
+    name_error: Option<String>,
+    age_error: Option<String>,
+}
+
+fn render(template: &impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).with_status(status).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "template failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The page shown when the API cannot serve us: 502 when it does not
+/// answer, 503 when it answers but refuses or fails.
+fn api_problem(error: &ApiError) -> Response {
+    tracing::warn!(%error, "API problem");
+    let (status, heading, hint) = match error {
+        ApiError::Unreachable { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "The student API is not answering",
+            "The list cannot be shown until the API is back. If you run the stack, check it \
+             with `deployer status` and the API's logs with `deployer logs api`.",
+        ),
+        ApiError::Unauthorized { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The student API refused this site",
+            "The frontend and the API are configured with different credentials.",
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The student API is having trouble",
+            "Try again in a moment; if it persists, check the API's logs.",
+        ),
+    };
+    let page = ErrorPage {
+        heading: heading.into(),
+        detail: error.to_string(),
+        hint: hint.into(),
+    };
+    render(&page, status)
+}
+
+async fn list_page(
+    api: &ApiClient,
+    query: &IndexQuery,
+    form: FormState,
+    status: StatusCode,
+) -> Response {
+    let students = match api.list().await {
+        Ok(students) => students,
+        Err(error) => return api_problem(&error),
+    };
+    let needle = query.q.trim().to_lowercase();
+    let rows: Vec<Row> = students
+        .iter()
+        .filter(|(name, _)| needle.is_empty() || name.to_lowercase().contains(&needle))
+        .map(|(name, age)| Row {
+            name: name.clone(),
+            age: *age,
+        })
+        .collect();
+    let notice = match (&query.created, &query.saved, &query.deleted) {
+        (Some(name), _, _) => Some(format!("Added {name}.")),
+        (_, Some(name), _) => Some(format!("Saved {name}.")),
+        (_, _, Some(name)) => Some(format!("Deleted {name}.")),
+        _ => None,
+    };
+    let page = IndexPage {
+        notice,
+        query: query.q.clone(),
+        shown: rows.len(),
+        total: students.len(),
+        rows,
+        form_name: form.name,
+        form_age: form.age,
+        name_error: form.name_error,
+        age_error: form.age_error,
+    };
+    render(&page, status)
+}
+
+#[handler]
+pub async fn index(Query(query): Query<IndexQuery>, api: Data<&ApiClient>) -> Response {
+    list_page(&api, &query, FormState::default(), StatusCode::OK).await
+}
+
+fn back_to_list(key: &str, name: &str) -> Response {
+    let target = format!("/?{key}={}", crate::api_client::url_escape(name));
+    Redirect::see_other(target).into_response()
+}
+
+#[handler]
+pub async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -> Response {
+    let name = rules::name(&form.name).map(str::to_owned);
+    let age = rules::age_text(&form.age);
+    let mut state = FormState {
+        name: form.name.clone(),
+        age: form.age.clone(),
+        name_error: name.as_ref().err().cloned(),
+        age_error: age.as_ref().err().cloned(),
+    };
+    if let (Ok(name), Ok(age)) = (&name, &age) {
+        match api.put(name, *age).await {
+            Ok(Saved::Created) => return back_to_list("created", name),
+            Ok(Saved::Updated) => return back_to_list("saved", name),
+            // The API's own rules said no: show its words beside the field.
+            Err(ApiError::Invalid(message)) => {
+                if message.contains("age") {
+                    state.age_error = Some(message);
+                } else {
+                    state.name_error = Some(message);
+                }
+            }
+            Err(error) => return api_problem(&error),
+        }
+    }
+    list_page(
+        &api,
+        &IndexQuery::default(),
+        state,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+}
+
+#[handler]
+pub async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) -> Response {
+    match api.delete(&form.name).await {
+        // Already gone is what the user wanted: say it is deleted.
+        Ok(()) | Err(ApiError::NotFound(_)) => back_to_list("deleted", &form.name),
+        Err(ApiError::Invalid(message)) => {
+            let state = FormState {
+                name_error: Some(message),
+                ..FormState::default()
+            };
+            list_page(
+                &api,
+                &IndexQuery::default(),
+                state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(error) => api_problem(&error),
+    }
+}
+
+/// 200 when the frontend serves and the API answers; 503 otherwise, with
+/// the reason.
+#[handler]
+pub async fn healthz(api: Data<&ApiClient>) -> Response {
+    match api.health().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok", "api": "up"})).into_response(),
+        Err(error) => {
+            Json(serde_json::json!({"status": "degraded", "api": format!("down: {error}")}))
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+                .into_response()
+        }
+    }
+}
+
+#[handler]
+pub fn stylesheet() -> impl IntoResponse {
+    include_str!("../static/app.css")
+        .with_content_type("text/css; charset=utf-8")
+        .with_header(header::CACHE_CONTROL, "public, max-age=300")
+}
+
+#[handler]
+pub fn script() -> impl IntoResponse {
+    include_str!("../static/app.js")
+        .with_content_type("text/javascript; charset=utf-8")
+        .with_header(header::CACHE_CONTROL, "public, max-age=300")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(rows: Vec<(&str, u32)>) -> IndexPage {
+        IndexPage {
+            notice: None,
+            query: String::new(),
+            shown: rows.len(),
+            total: rows.len(),
+            rows: rows
+                .into_iter()
+                .map(|(name, age)| Row {
+                    name: name.into(),
+                    age,
+                })
+                .collect(),
+            form_name: String::new(),
+            form_age: String::new(),
+            name_error: None,
+            age_error: None,
+        }
+    }
+
+    #[test]
+    fn names_are_html_escaped() {
+        let html = page(vec![("<b>x</b>", 3)]).render().unwrap();
+        assert!(
+            html.contains("&#60;b&#62;x&#60;/b&#62;") || html.contains("&lt;b&gt;x&lt;/b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>x</b>"));
+    }
+
+    #[test]
+    fn errors_are_shown_beside_their_field() {
+        let mut with_error = page(vec![]);
+        with_error.age_error = Some("the age is empty".into());
+        let html = with_error.render().unwrap();
+        let field = html.find("id=\"age\"").unwrap();
+        let error = html.find("the age is empty").unwrap();
+        assert!(error > field, "the message comes right after the age input");
+        assert!(html.contains("aria-invalid=\"true\""));
+    }
+
+    #[test]
+    fn an_empty_list_invites_the_first_student() {
+        let html = page(vec![]).render().unwrap();
+        assert!(html.contains("No students yet"));
+    }
+}
