@@ -1,0 +1,70 @@
+//! `deployer logs`: the services' logs, each line prefixed by its service.
+
+use anyhow::{anyhow, bail};
+use bollard::query_parameters::LogsOptions;
+use futures_util::StreamExt;
+
+use crate::commands::Workspace;
+use crate::engine::project_containers;
+use crate::stack::labels;
+
+pub async fn run(
+    workspace: &Workspace,
+    service: Option<&str>,
+    follow: bool,
+    tail: &str,
+) -> anyhow::Result<()> {
+    let docker = crate::docker::connect_local().await?;
+    let stack = &workspace.stack;
+    if let Some(name) = service
+        && stack.service(name).is_none()
+    {
+        let names: Vec<_> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        bail!("no service {name:?} in the stack (it has: {})", names.join(", "));
+    }
+    let containers = project_containers(&docker, &stack.project).await?;
+    let width = stack.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut streams = Vec::new();
+    for container in containers.iter().filter(|c| !c.oneoff) {
+        let name = container.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        if service.is_some_and(|s| s != name) {
+            continue;
+        }
+        let stream = docker
+            .logs(
+                &container.id,
+                Some(LogsOptions {
+                    follow,
+                    stdout: true,
+                    stderr: true,
+                    tail: tail.to_owned(),
+                    ..Default::default()
+                }),
+            )
+            .map(move |item| (name.clone(), item));
+        streams.push(stream.boxed());
+    }
+    if streams.is_empty() {
+        return Err(anyhow!(
+            "the stack {} has no containers here: start it with `deployer up`",
+            stack.project
+        ));
+    }
+    let mut merged = futures_util::stream::select_all(streams);
+    let mut partial: std::collections::HashMap<String, String> = Default::default();
+    while let Some((name, item)) = merged.next().await {
+        let chunk = item.map_err(|e| anyhow!("reading {name}'s logs: {}", crate::docker::message(&e)))?;
+        let buffer = partial.entry(name.clone()).or_default();
+        buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            println!("{name:<width$} | {}", line.trim_end());
+        }
+    }
+    for (name, rest) in partial {
+        if !rest.is_empty() {
+            println!("{name:<width$} | {rest}");
+        }
+    }
+    Ok(())
+}

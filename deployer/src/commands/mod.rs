@@ -1,0 +1,88 @@
+//! One module per subcommand: each turns its flags into calls to the engine,
+//! images, checks and status modules, and prints what a user needs.
+
+pub mod build;
+pub mod down;
+pub mod logs;
+pub mod status;
+pub mod test;
+pub mod up;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+
+use crate::config::pipeline::Pipeline;
+use crate::config::{Environment, compose, pipeline};
+use crate::stack::Stack;
+
+/// What every command starts from: the two config files, resolved.
+pub struct Workspace {
+    pub pipeline: Pipeline,
+    pub stack: Stack,
+}
+
+/// Where to find the files, from the global flags.
+pub struct Files<'a> {
+    /// `--file`; by default `pipeline.yaml` here or in a parent directory.
+    pub pipeline: Option<&'a Path>,
+    pub project_name: Option<&'a str>,
+}
+
+impl Workspace {
+    pub fn load(files: &Files<'_>) -> anyhow::Result<Workspace> {
+        let path = match files.pipeline {
+            Some(path) => path.to_owned(),
+            None => find_pipeline()?,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let env = Environment::load(dir)?;
+        let lookup = |key: &str| env.get(key);
+        let pipeline = pipeline::load(&path, &lookup)?;
+        let stack = compose::load(
+            &pipeline.compose,
+            compose::ProjectName {
+                flag: files.project_name,
+            },
+            &lookup,
+        )?;
+        pipeline.check_against(&stack)?;
+        Ok(Workspace { pipeline, stack })
+    }
+}
+
+fn find_pipeline() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_dir().context("cannot read the current directory")?;
+    here.ancestors()
+        .map(|dir| dir.join("pipeline.yaml"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "no pipeline.yaml in {} or any parent directory: run the deployer inside the \
+                 student-ages checkout, or pass --file PATH",
+                here.display()
+            )
+        })
+}
+
+/// The stack's URLs on this machine, for people.
+pub fn print_urls(stack: &Stack) {
+    let published = |service: &str| {
+        let port = stack.service(service)?.ports.first()?;
+        let host = match port.host_ip.as_str() {
+            "" | "0.0.0.0" => "localhost",
+            ip => ip,
+        };
+        Some(format!("http://{host}:{}", port.host_port))
+    };
+    println!();
+    if let Some(url) = published("frontend") {
+        println!("  frontend  {url}/");
+    }
+    if let Some(url) = published("api") {
+        println!("  API       {url}/supmit/api/v1.0/get_student_ages");
+        println!("  API docs  {url}/docs");
+        println!();
+        println!("  try: curl -u root:root -X GET {url}/supmit/api/v1.0/get_student_ages");
+    }
+}

@@ -1,0 +1,38 @@
+//! `deployer up`: build if needed, apply the stack to the local daemon,
+//! wait for health, print the URLs. Ctrl-C removes what the run created.
+
+use anyhow::bail;
+
+use crate::commands::{Workspace, build, print_urls};
+use crate::engine::{Action, Engine};
+use crate::progress::Progress;
+
+pub struct Options {
+    pub no_build: bool,
+}
+
+pub async fn run(workspace: &Workspace, options: &Options, progress: &Progress) -> anyhow::Result<()> {
+    let docker = crate::docker::connect_local().await?;
+    if !options.no_build {
+        build::build(&docker, workspace, progress).await?;
+    }
+    let engine = Engine::new(&docker, progress);
+    let created = engine.created_containers();
+    let actions = tokio::select! {
+        result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
+        _ = tokio::signal::ctrl_c() => {
+            let removed = engine.clean_up_interrupted(&created).await;
+            bail!("interrupted: removed the {removed} container(s) this run had created; \
+                   containers that were already running were left as they were");
+        }
+    };
+    let changed = actions.iter().filter(|(_, a)| *a != Action::Unchanged).count();
+    progress.println(&format!(
+        "stack {} is up ({} of {} services changed)",
+        workspace.stack.project,
+        changed,
+        actions.len()
+    ));
+    print_urls(&workspace.stack);
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! `docker-compose.yml`: the typed model of the compose features the
+//! deployer supports, and its resolution into a [`Stack`].
+//!
+//! Unknown keys are refused, naming the key, rather than ignored: a compose
+//! feature the deployer silently dropped would run a different stack from
+//! `docker compose up`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::interpolate::interpolate;
+use crate::stack::{Healthcheck, Mount, Port, Service, Stack};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComposeFile {
+    name: Option<String>,
+    services: BTreeMap<String, ServiceDef>,
+    #[serde(default)]
+    volumes: BTreeMap<String, Option<EmptyDef>>,
+    #[serde(default)]
+    networks: BTreeMap<String, Option<EmptyDef>>,
+}
+
+/// Top-level volumes and networks: only the default driver is supported.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyDef {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceDef {
+    image: String,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    environment: Environment,
+    #[serde(default)]
+    ports: Vec<Scalar>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    networks: Vec<String>,
+    healthcheck: Option<HealthcheckDef>,
+    restart: Option<String>,
+    #[serde(default)]
+    depends_on: DependsOn,
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a map of NAME: value, or a list of NAME=value")]
+enum Environment {
+    Map(BTreeMap<String, Option<Scalar>>),
+    List(Vec<String>),
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment::List(Vec::new())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a list of service names, or a map of service name: {condition: ...}"
+)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, DependsOnDef>),
+}
+
+impl Default for DependsOn {
+    fn default() -> Self {
+        DependsOn::List(Vec::new())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DependsOnDef {
+    condition: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthcheckDef {
+    test: Vec<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    start_period: Option<String>,
+    retries: Option<u32>,
+}
+
+/// A YAML scalar where compose accepts a string, number or boolean.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a string, number or boolean")]
+enum Scalar {
+    String(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::String(s) => s.clone(),
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// How the project name is chosen, most specific first.
+pub struct ProjectName<'a> {
+    /// `--project-name`.
+    pub flag: Option<&'a str>,
+}
+
+/// Reads `path` and resolves it into a [`Stack`], interpolating variables
+/// from `env`.
+pub fn load(
+    path: &Path,
+    project: ProjectName<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, ConfigError> {
+    let file: ComposeFile = super::load_yaml(path)?;
+    resolve(path, file, project, env)
+}
+
+fn resolve(
+    path: &Path,
+    file: ComposeFile,
+    project: ProjectName<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, ConfigError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let text = |key: &str, value: &str| {
+        interpolate(value, env).map_err(|e| ConfigError::invalid(path, key, e.to_string()))
+    };
+    let invalid = |key: String, message: String| ConfigError::invalid(path, key, message);
+
+    let project = match project.flag {
+        Some(name) => name.to_owned(),
+        None => match env("COMPOSE_PROJECT_NAME").filter(|n| !n.is_empty()) {
+            Some(name) => name,
+            None => match &file.name {
+                Some(name) => text("name", name)?,
+                // As compose does: the directory name, lower-cased, with
+                // the characters a project name cannot hold dropped.
+                None => dir
+                    .file_name()
+                    .map(|n| {
+                        n.to_string_lossy()
+                            .to_lowercase()
+                            .chars()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                            .collect::<String>()
+                            .trim_start_matches(['-', '_'])
+                            .to_owned()
+                    })
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "stack".into()),
+            },
+        },
+    };
+    let valid_project = !project.is_empty()
+        && project.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid_project {
+        return Err(invalid(
+            "name".into(),
+            format!(
+                "project name {project:?} must be lower-case letters, digits, `-` and `_`, \
+                 starting with a letter or digit"
+            ),
+        ));
+    }
+    if file.services.is_empty() {
+        return Err(invalid("services".into(), "the stack has no services".into()));
+    }
+
+    let mut networks: Vec<String> = file.networks.keys().cloned().collect();
+    let mut services = Vec::new();
+    for (name, def) in &file.services {
+        let key = |field: &str| format!("services.{name}.{field}");
+        let image = text(&key("image"), &def.image)?;
+        if image.is_empty() {
+            return Err(invalid(key("image"), "is empty".into()));
+        }
+        let command = match &def.command {
+            Some(args) => Some(
+                args.iter()
+                    .map(|a| text(&key("command"), a))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let mut env_vars = BTreeMap::new();
+        match &def.environment {
+            Environment::Map(map) => {
+                for (var, value) in map {
+                    let value = match value {
+                        Some(v) => text(&key(&format!("environment.{var}")), &v.text())?,
+                        // `KEY:` with no value passes the deployer's own variable through.
+                        None => env(var).unwrap_or_default(),
+                    };
+                    env_vars.insert(var.clone(), value);
+                }
+            }
+            Environment::List(list) => {
+                for item in list {
+                    let (var, value) = match item.split_once('=') {
+                        Some((var, value)) => (var, text(&key("environment"), value)?),
+                        None => (item.as_str(), env(item).unwrap_or_default()),
+                    };
+                    env_vars.insert(var.to_owned(), value);
+                }
+            }
+        }
+        let env = env_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+
+        let ports = def
+            .ports
+            .iter()
+            .map(|p| {
+                let spec = text(&key("ports"), &p.text())?;
+                parse_port(&spec).map_err(|m| invalid(key("ports"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut mounts = Vec::new();
+        for volume in &def.volumes {
+            let spec = text(&key("volumes"), volume)?;
+            let mount = parse_mount(&spec, &dir).map_err(|m| invalid(key("volumes"), m))?;
+            if let Mount::Volume { key: volume_key, .. } = &mount
+                && !file.volumes.contains_key(volume_key)
+            {
+                return Err(invalid(
+                    key("volumes"),
+                    format!(
+                        "volume {volume_key:?} is not declared under the top-level `volumes:` key"
+                    ),
+                ));
+            }
+            mounts.push(mount);
+        }
+
+        let network = match def.networks.as_slice() {
+            [] => "default".to_owned(),
+            [one] if file.networks.contains_key(one) => one.clone(),
+            [one] => {
+                return Err(invalid(
+                    key("networks"),
+                    format!("network {one:?} is not declared under the top-level `networks:` key"),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    key("networks"),
+                    "the deployer supports one network per service".into(),
+                ));
+            }
+        };
+        if network == "default" && !networks.contains(&network) {
+            networks.push(network.clone());
+        }
+
+        let healthcheck = match &def.healthcheck {
+            None => None,
+            Some(h) => Some(resolve_healthcheck(h, &key("healthcheck"), &text, &invalid)?),
+        };
+
+        let restart = match &def.restart {
+            None => "no".to_owned(),
+            Some(r) => {
+                let r = text(&key("restart"), r)?;
+                if !["no", "always", "unless-stopped", "on-failure"].contains(&r.as_str()) {
+                    return Err(invalid(
+                        key("restart"),
+                        format!(
+                            "{r:?} is not a restart policy: use no, always, unless-stopped or on-failure"
+                        ),
+                    ));
+                }
+                r
+            }
+        };
+
+        let depends_on = match &def.depends_on {
+            DependsOn::List(list) => list.clone(),
+            DependsOn::Map(map) => {
+                for (dep, cond) in map {
+                    if !["service_started", "service_healthy"].contains(&cond.condition.as_str()) {
+                        return Err(invalid(
+                            key(&format!("depends_on.{dep}.condition")),
+                            format!(
+                                "{:?} is not supported: use service_started or service_healthy \
+                                 (the deployer waits for each service's health before the next)",
+                                cond.condition
+                            ),
+                        ));
+                    }
+                }
+                map.keys().cloned().collect()
+            }
+        };
+        for dep in &depends_on {
+            if !file.services.contains_key(dep) {
+                return Err(invalid(
+                    key("depends_on"),
+                    format!("{dep:?} is not a service of this file"),
+                ));
+            }
+        }
+        let user = match &def.user {
+            Some(u) => Some(text(&key("user"), u)?),
+            None => None,
+        };
+
+        services.push(Service {
+            name: name.clone(),
+            image,
+            command,
+            env,
+            ports,
+            mounts,
+            network,
+            healthcheck,
+            restart,
+            depends_on,
+            user,
+        });
+    }
+    let services = dependency_order(services).map_err(|m| invalid("depends_on".into(), m))?;
+    Ok(Stack {
+        project,
+        services,
+        networks,
+        volumes: file.volumes.keys().cloned().collect(),
+    })
+}
+
+fn resolve_healthcheck(
+    def: &HealthcheckDef,
+    key: &str,
+    text: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Healthcheck, ConfigError> {
+    let test = def
+        .test
+        .iter()
+        .map(|t| text(&format!("{key}.test"), t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !matches!(test.first().map(String::as_str), Some("CMD" | "NONE")) {
+        return Err(invalid(
+            format!("{key}.test"),
+            "must be a list starting with \"CMD\" (the images have no shell for CMD-SHELL)".into(),
+        ));
+    }
+    let duration = |field: &str, value: &Option<String>, default: u64| {
+        let field_key = format!("{key}.{field}");
+        match value {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => {
+                let v = text(&field_key, v)?;
+                humantime::parse_duration(&v).map_err(|e| {
+                    invalid(field_key, format!("{v:?} is not a duration like 2s or 1m30s: {e}"))
+                })
+            }
+        }
+    };
+    Ok(Healthcheck {
+        test,
+        interval: duration("interval", &def.interval, 30)?,
+        timeout: duration("timeout", &def.timeout, 30)?,
+        start_period: duration("start_period", &def.start_period, 0)?,
+        retries: def.retries.unwrap_or(3),
+    })
+}
+
+/// `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp]`.
+fn parse_port(spec: &str) -> Result<Port, String> {
+    let bare = spec.strip_suffix("/tcp").unwrap_or(spec);
+    if bare.contains('/') {
+        return Err(format!("{spec:?}: only tcp ports are supported"));
+    }
+    let parts: Vec<&str> = bare.split(':').collect();
+    let (host_ip, host_port, container) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [ip, h, c] => (*ip, *h, *c),
+        _ => return Err(format!("{spec:?} is not [HOST_IP:][HOST_PORT:]CONTAINER_PORT")),
+    };
+    let container_port = container
+        .parse::<u16>()
+        .map_err(|_| format!("{spec:?}: container port {container:?} is not a port number"))?;
+    if !host_port.is_empty() && host_port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{spec:?}: host port {host_port:?} is not a port number (ranges are not supported)"
+        ));
+    }
+    Ok(Port {
+        host_ip: host_ip.to_owned(),
+        host_port: host_port.to_owned(),
+        container_port,
+    })
+}
+
+/// `VOLUME:/path[:ro]` or `./host/path:/path[:ro]` (relative to the file).
+fn parse_mount(spec: &str, dir: &Path) -> Result<Mount, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        _ => return Err(format!("{spec:?} is not SOURCE:TARGET[:ro]")),
+    };
+    if !target.starts_with('/') {
+        return Err(format!("{spec:?}: the target {target:?} must be an absolute path"));
+    }
+    let target = target.to_owned();
+    if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
+        let source = match source.strip_prefix("~/") {
+            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
+            None => dir.join(source),
+        };
+        Ok(Mount::Bind {
+            source: normalize(&source),
+            target,
+            read_only,
+        })
+    } else if source.is_empty() {
+        Err(format!("{spec:?}: anonymous volumes are not supported; name the volume"))
+    } else {
+        Ok(Mount::Volume {
+            key: source.to_owned(),
+            target,
+            read_only,
+        })
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Orders services so each comes after those it depends on; refuses cycles.
+fn dependency_order(mut pending: Vec<Service>) -> Result<Vec<Service>, String> {
+    let mut ordered: Vec<Service> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|s| {
+            s.depends_on
+                .iter()
+                .all(|d| ordered.iter().any(|o| &o.name == d))
+        });
+        match ready {
+            Some(i) => ordered.push(pending.remove(i)),
+            None => {
+                let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "services {} depend on each other in a cycle",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Stack, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker-compose.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        load(&path, ProjectName { flag: None }, &lookup)
+    }
+
+    const STACK: &str = r#"
+name: demo
+services:
+  web:
+    image: ${WEB_IMAGE:-web}:${TAG:-latest}
+    environment:
+      API_URL: http://api:5000
+      PORT: 8080
+    ports: ["127.0.0.1:${WEB_PORT:-8080}:8080"]
+    depends_on:
+      api: {condition: service_healthy}
+  api:
+    image: api:latest
+    environment: ["A=1", "B=${B:-two}"]
+    ports: ["5000:5000", 6000]
+    volumes: ["data:/data", "./seed:/seed:ro"]
+    restart: unless-stopped
+    healthcheck:
+      test: ["CMD", "/api", "healthcheck"]
+      interval: 2s
+      retries: 5
+volumes:
+  data:
+"#;
+
+    #[test]
+    fn a_stack_resolves_with_interpolation_and_dependency_order() {
+        let stack = load_str(STACK, &[("TAG", "abc123"), ("WEB_PORT", "9000")]).unwrap();
+        assert_eq!(stack.project, "demo");
+        let names: Vec<_> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "web"]);
+        let web = stack.service("web").unwrap();
+        assert_eq!(web.image, "web:abc123");
+        assert_eq!(web.env, ["API_URL=http://api:5000", "PORT=8080"]);
+        assert_eq!(
+            web.ports,
+            [Port { host_ip: "127.0.0.1".into(), host_port: "9000".into(), container_port: 8080 }]
+        );
+        let api = stack.service("api").unwrap();
+        assert_eq!(api.env, ["A=1", "B=two"]);
+        assert_eq!(api.ports[1].host_port, "");
+        assert!(matches!(&api.mounts[1], Mount::Bind { source, read_only: true, .. } if source.ends_with("seed")));
+        let health = api.healthcheck.as_ref().unwrap();
+        assert_eq!((health.interval, health.retries), (Duration::from_secs(2), 5));
+        assert_eq!(stack.networks, ["default"]);
+        assert_eq!(stack.container_name("api"), "demo-api-1");
+        assert_eq!(stack.volume_name("data"), "demo_data");
+    }
+
+    #[test]
+    fn the_project_name_comes_from_the_environment_before_the_file() {
+        let stack = load_str(STACK, &[("COMPOSE_PROJECT_NAME", "other")]).unwrap();
+        assert_eq!(stack.project, "other");
+    }
+
+    #[test]
+    fn an_unsupported_compose_key_is_refused_with_its_location() {
+        let yaml = "services:\n  api:\n    image: x\n    privileged: true\n";
+        let error = load_str(yaml, &[]).unwrap_err().to_string();
+        assert!(error.contains("docker-compose.yml:4:5"), "{error}");
+        assert!(error.contains("unknown field `privileged`"), "{error}");
+    }
+
+    #[test]
+    fn a_required_variable_that_is_missing_names_the_key() {
+        let yaml = "services:\n  api:\n    image: x\n    environment:\n      P: ${P:?set P}\n";
+        let error = load_str(yaml, &[]).unwrap_err().to_string();
+        assert!(error.contains("services.api.environment.P"), "{error}");
+        assert!(error.contains("set P"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        for (yaml, key) in [
+            ("services:\n  a:\n    image: x\n    ports: [\"x:80\"]\n", "services.a.ports"),
+            ("services:\n  a:\n    image: x\n    volumes: [\"v:/d\"]\n", "services.a.volumes"),
+            ("services:\n  a:\n    image: x\n    restart: sometimes\n", "services.a.restart"),
+            ("services:\n  a:\n    image: x\n    depends_on: [b]\n", "services.a.depends_on"),
+            (
+                "services:\n  a:\n    image: x\n    healthcheck:\n      test: [\"CMD\"]\n      interval: soon\n",
+                "services.a.healthcheck.interval",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: y\n    depends_on: [a]\n",
+                "depends_on",
+            ),
+        ] {
+            let error = load_str(yaml, &[]).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! `pipeline.yaml`: what compose cannot say — how each image is built, the
+//! data to seed, and the acceptance checks. Unknown keys are errors; secrets
+//! only ever come from the environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::interpolate::interpolate;
+use crate::stack::Stack;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    compose: Option<String>,
+    images: BTreeMap<String, ImageDef>,
+    #[serde(default)]
+    seed: Vec<SeedDef>,
+    test: TestDef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageDef {
+    package: String,
+    binary: String,
+    dockerfile: String,
+    /// Extra files for the build context: name in the context → repo path.
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedDef {
+    volume: String,
+    file: String,
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestDef {
+    auth: AuthDef,
+    checks: Vec<CheckDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthDef {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckDef {
+    name: String,
+    service: String,
+    request: String,
+    #[serde(default)]
+    auth: bool,
+    body: Option<serde_json::Value>,
+    expect: ExpectDef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectDef {
+    status: u16,
+    #[serde(default)]
+    json: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    body_contains: Vec<String>,
+}
+
+/// The pipeline, resolved: paths absolute, variables interpolated.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    /// The directory holding `pipeline.yaml`: the workspace root.
+    pub root: PathBuf,
+    pub compose: PathBuf,
+    pub images: Vec<ImageSpec>,
+    pub seeds: Vec<Seed>,
+    pub auth: Auth,
+    pub checks: Vec<Check>,
+}
+
+/// How the image of one compose service is built.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// The compose service whose `image:` names the repository.
+    pub service: String,
+    pub package: String,
+    pub binary: String,
+    pub dockerfile: PathBuf,
+    /// Extra build-context files: (name in the context, absolute path).
+    pub files: Vec<(String, PathBuf)>,
+}
+
+/// A file put into a named volume the first time the volume is created.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub volume: String,
+    pub file: PathBuf,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One acceptance check: a request and what the answer must hold.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub service: String,
+    pub method: String,
+    pub path: String,
+    pub auth: bool,
+    pub body: Option<serde_json::Value>,
+    pub status: u16,
+    /// JSON pointer (`/student_ages/alice`) → expected value.
+    pub json: Vec<(String, serde_json::Value)>,
+    pub body_contains: Vec<String>,
+}
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "HEAD"];
+
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
+    let file: PipelineFile = super::load_yaml(path)?;
+    let root = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+    let invalid = |key: String, message: String| ConfigError::invalid(path, key, message);
+    let text = |key: &str, value: &str| {
+        interpolate(value, env).map_err(|e| ConfigError::invalid(path, key, e.to_string()))
+    };
+
+    let compose = root.join(file.compose.as_deref().unwrap_or("docker-compose.yml"));
+    let images = file
+        .images
+        .into_iter()
+        .map(|(service, def)| ImageSpec {
+            dockerfile: root.join(&def.dockerfile),
+            files: def
+                .files
+                .iter()
+                .map(|(name, path)| (name.clone(), root.join(path)))
+                .collect(),
+            service,
+            package: def.package,
+            binary: def.binary,
+        })
+        .collect();
+    let seeds = file
+        .seed
+        .into_iter()
+        .enumerate()
+        .map(|(i, def)| {
+            let (uid, gid) = def
+                .owner
+                .split_once(':')
+                .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+                .ok_or_else(|| {
+                    invalid(
+                        format!("seed[{i}].owner"),
+                        format!("{:?} is not UID:GID, e.g. \"65532:65532\"", def.owner),
+                    )
+                })?;
+            Ok(Seed {
+                volume: def.volume,
+                file: root.join(def.file),
+                uid,
+                gid,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+
+    if !file.test.auth.password.contains("${") {
+        return Err(invalid(
+            "test.auth.password".into(),
+            "secrets never live in this file: write a reference such as \
+             \"${API_PASSWORD}\" and set the variable in the environment"
+                .into(),
+        ));
+    }
+    let auth = Auth {
+        username: text("test.auth.username", &file.test.auth.username)?,
+        password: text("test.auth.password", &file.test.auth.password)?,
+    };
+    let checks = file
+        .test
+        .checks
+        .into_iter()
+        .enumerate()
+        .map(|(i, def)| {
+            let key = |field: &str| format!("test.checks[{i}].{field}");
+            let (method, check_path) = def
+                .request
+                .split_once(' ')
+                .filter(|(m, p)| METHODS.contains(m) && p.starts_with('/'))
+                .ok_or_else(|| {
+                    invalid(
+                        key("request"),
+                        format!(
+                            "{:?} is not \"METHOD /path\" (methods: {})",
+                            def.request,
+                            METHODS.join(", ")
+                        ),
+                    )
+                })?;
+            for pointer in def.expect.json.keys() {
+                if !pointer.starts_with('/') {
+                    return Err(invalid(
+                        key("expect.json"),
+                        format!("{pointer:?} is not a JSON pointer such as /student_ages/alice"),
+                    ));
+                }
+            }
+            Ok(Check {
+                name: def.name,
+                service: def.service,
+                method: method.to_owned(),
+                path: text(&key("request"), check_path)?,
+                auth: def.auth,
+                body: def.body,
+                status: def.expect.status,
+                json: def.expect.json.into_iter().collect(),
+                body_contains: def.expect.body_contains,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(Pipeline {
+        path: path.to_owned(),
+        root,
+        compose,
+        images,
+        seeds,
+        auth,
+        checks,
+    })
+}
+
+impl Pipeline {
+    /// Checks that every service, volume and image named here exists in the
+    /// stack, so a typo fails before anything runs.
+    pub fn check_against(&self, stack: &Stack) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::invalid(&self.path, key, message);
+        let services: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        for image in &self.images {
+            if !services.contains(&image.service.as_str()) {
+                return Err(invalid(
+                    format!("images.{}", image.service),
+                    format!("{} has no service {:?} (it has: {})", self.compose.display(), image.service, services.join(", ")),
+                ));
+            }
+        }
+        for (i, seed) in self.seeds.iter().enumerate() {
+            if !stack.volumes.contains(&seed.volume) {
+                return Err(invalid(
+                    format!("seed[{i}].volume"),
+                    format!("{} declares no volume {:?}", self.compose.display(), seed.volume),
+                ));
+            }
+        }
+        for (i, check) in self.checks.iter().enumerate() {
+            let Some(service) = stack.service(&check.service) else {
+                return Err(invalid(
+                    format!("test.checks[{i}].service"),
+                    format!("{} has no service {:?}", self.compose.display(), check.service),
+                ));
+            };
+            if service.ports.is_empty() {
+                return Err(invalid(
+                    format!("test.checks[{i}].service"),
+                    format!("service {:?} publishes no port to test", check.service),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn image_for(&self, service: &str) -> Option<&ImageSpec> {
+        self.images.iter().find(|i| i.service == service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> Result<Pipeline, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        load(&path, &|key| (key == "API_PASSWORD").then(|| "pw".to_owned()))
+    }
+
+    const GOOD: &str = r#"
+images:
+  api: {package: student-ages-api, binary: api, dockerfile: services/api/Dockerfile}
+seed:
+  - {volume: data, file: data/student_age.json, owner: "65532:65532"}
+test:
+  auth: {username: root, password: "${API_PASSWORD}"}
+  checks:
+    - name: list
+      service: api
+      request: GET /supmit/api/v1.0/get_student_ages
+      auth: true
+      expect: {status: 200, json: {/student_ages/alice: 12}}
+"#;
+
+    #[test]
+    fn a_good_pipeline_resolves_paths_and_secrets_from_the_environment() {
+        let p = load_str(GOOD).unwrap();
+        assert!(p.compose.ends_with("docker-compose.yml"));
+        assert_eq!(p.images[0].binary, "api");
+        assert_eq!((p.seeds[0].uid, p.seeds[0].gid), (65532, 65532));
+        assert_eq!(p.auth.password, "pw");
+        assert_eq!(p.checks[0].method, "GET");
+        assert_eq!(p.checks[0].json[0].1, serde_json::json!(12));
+        assert!(!format!("{:?}", p.auth).contains("pw\""));
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_column() {
+        let error = load_str(&GOOD.replace("auth: true", "auth: true\n      retries: 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pipeline.yaml:13:7: "), "{error}");
+        assert!(error.contains("unknown field `retries`"), "{error}");
+    }
+
+    #[test]
+    fn a_password_written_in_the_file_is_refused() {
+        let error = load_str(&GOOD.replace("\"${API_PASSWORD}\"", "hunter2"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("test.auth.password"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_request_or_owner_is_refused_naming_the_key() {
+        let error = load_str(&GOOD.replace("GET /supmit", "FETCH /supmit")).unwrap_err();
+        assert!(error.to_string().contains("test.checks[0].request"), "{error}");
+        let error = load_str(&GOOD.replace("65532:65532", "app")).unwrap_err();
+        assert!(error.to_string().contains("seed[0].owner"), "{error}");
+    }
+}

@@ -1,0 +1,728 @@
+//! The engine: make a Docker daemon run a [`Stack`].
+//!
+//! `apply` creates what is missing, replaces what changed (a container's
+//! config hash label differs from the desired one, which covers its image
+//! id), starts what is stopped and leaves the rest alone. Each service is
+//! health-gated before the next starts, in dependency order. The same engine
+//! serves `up` (local daemon) and `test` (a throw-away project).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    UploadToContainerOptions,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::pipeline::Seed;
+use crate::docker::{is_not_found, message};
+use crate::progress::{Progress, Task};
+use crate::stack::{Mount, Service, Stack, labels};
+
+/// What `apply` did to one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    /// Replaced because its configuration or image changed.
+    Replaced,
+    /// Existed with the right configuration but was not running.
+    Started,
+    Unchanged,
+}
+
+/// Applies stacks to one daemon.
+pub struct Engine<'a> {
+    pub docker: &'a Docker,
+    pub progress: &'a Progress,
+    /// Containers this run created: removed if the run is interrupted.
+    created: Arc<Mutex<Vec<String>>>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(docker: &'a Docker, progress: &'a Progress) -> Self {
+        Engine {
+            docker,
+            progress,
+            created: Arc::default(),
+        }
+    }
+
+    /// A handle that outlives an interrupted `apply`, to clean up after it.
+    pub fn created_containers(&self) -> Arc<Mutex<Vec<String>>> {
+        self.created.clone()
+    }
+
+    /// Makes the daemon run `stack`; `seeds` fill volumes created now.
+    pub async fn apply(
+        &self,
+        stack: &Stack,
+        seeds: &[Seed],
+    ) -> anyhow::Result<Vec<(String, Action)>> {
+        for key in &stack.networks {
+            self.ensure_network(stack, key).await?;
+        }
+        let mut new_volumes = Vec::new();
+        for key in &stack.volumes {
+            if self.ensure_volume(stack, key).await? {
+                new_volumes.push(key.clone());
+            }
+        }
+        for key in &new_volumes {
+            for seed in seeds.iter().filter(|s| &s.volume == key) {
+                self.seed_volume(stack, seed).await?;
+            }
+        }
+        self.remove_orphans(stack).await?;
+        let mut actions = Vec::new();
+        for service in &stack.services {
+            let action = self.apply_service(stack, service).await?;
+            actions.push((service.name.clone(), action));
+        }
+        Ok(actions)
+    }
+
+    async fn ensure_network(&self, stack: &Stack, key: &str) -> anyhow::Result<()> {
+        let name = stack.network_name(key);
+        match self.docker.inspect_network(&name, None).await {
+            Ok(network) => {
+                let owner = network
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::PROJECT))
+                    .cloned();
+                if owner.as_deref() != Some(stack.project.as_str()) {
+                    bail!(
+                        "a network named {name} exists but does not belong to the stack {}; \
+                         remove or rename it (`docker network rm {name}`) and run again",
+                        stack.project
+                    );
+                }
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(HashMap::from([
+                            (labels::PROJECT.to_owned(), stack.project.clone()),
+                            (labels::NETWORK.to_owned(), key.to_owned()),
+                        ])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| anyhow!("cannot create the network {name}: {}", message(&e)))?;
+                self.progress.println(&format!("network {name} created"));
+                Ok(())
+            }
+            Err(e) => Err(anyhow!("cannot inspect the network {name}: {}", message(&e))),
+        }
+    }
+
+    /// Creates the volume if missing; true when it was created now.
+    async fn ensure_volume(&self, stack: &Stack, key: &str) -> anyhow::Result<bool> {
+        let name = stack.volume_name(key);
+        match self.docker.inspect_volume(&name).await {
+            Ok(_) => Ok(false),
+            Err(e) if is_not_found(&e) => {
+                self.docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(name.clone()),
+                        labels: Some(HashMap::from([
+                            (labels::PROJECT.to_owned(), stack.project.clone()),
+                            (labels::VOLUME.to_owned(), key.to_owned()),
+                        ])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| anyhow!("cannot create the volume {name}: {}", message(&e)))?;
+                self.progress.println(&format!("volume {name} created"));
+                Ok(true)
+            }
+            Err(e) => Err(anyhow!("cannot inspect the volume {name}: {}", message(&e))),
+        }
+    }
+
+    /// Puts a seed file into a new volume through a container that is
+    /// created and never started (scratch images have no shell to copy with).
+    async fn seed_volume(&self, stack: &Stack, seed: &Seed) -> anyhow::Result<()> {
+        let (service, target) = stack
+            .services
+            .iter()
+            .find_map(|s| {
+                s.mounts.iter().find_map(|m| match m {
+                    Mount::Volume { key, target, .. } if key == &seed.volume => {
+                        Some((s, target.clone()))
+                    }
+                    _ => None,
+                })
+            })
+            .ok_or_else(|| anyhow!("no service mounts the volume {:?} to seed", seed.volume))?;
+        let volume = stack.volume_name(&seed.volume);
+        let data = std::fs::read(&seed.file)
+            .with_context(|| format!("cannot read the seed file {}", seed.file.display()))?;
+        let file_name = seed
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "seed".into());
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(seed.uid);
+        header.set_gid(seed.gid);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, &file_name, data.as_slice())?;
+        let tar = tar.into_inner()?;
+
+        let name = format!("{}-seed-{}", stack.project, std::process::id());
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(service.image.clone()),
+                    labels: Some(HashMap::from([
+                        (labels::PROJECT.to_owned(), stack.project.clone()),
+                        (labels::ONEOFF.to_owned(), "True".to_owned()),
+                    ])),
+                    host_config: Some(HostConfig {
+                        binds: Some(vec![format!("{volume}:{target}")]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot seed the volume {volume}: creating a container from {} failed: {} \
+                     (build the images first: `deployer build`)",
+                    service.image,
+                    message(&e)
+                )
+            })?;
+        let upload = self
+            .docker
+            .upload_to_container(
+                &created.id,
+                Some(UploadToContainerOptions {
+                    path: target.clone(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await;
+        let _ = self
+            .docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        upload.map_err(|e| anyhow!("cannot seed the volume {volume}: {}", message(&e)))?;
+        self.progress.println(&format!(
+            "volume {volume} seeded with {}",
+            seed.file.display()
+        ));
+        Ok(())
+    }
+
+    /// Removes containers of the project whose service is no longer in the stack.
+    async fn remove_orphans(&self, stack: &Stack) -> anyhow::Result<()> {
+        for container in project_containers(self.docker, &stack.project).await? {
+            let service = container.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+            if container.oneoff || stack.service(&service).is_none() {
+                self.remove(&container.id).await?;
+                self.progress
+                    .println(&format!("removed {} (no longer in the stack)", container.name));
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_service(&self, stack: &Stack, service: &Service) -> anyhow::Result<Action> {
+        let task = self.progress.task(&service.name, "checking");
+        let result = self.apply_service_inner(stack, service, &task).await;
+        match &result {
+            Ok(action) => task.done(match action {
+                Action::Created => "created, healthy",
+                Action::Replaced => "replaced, healthy",
+                Action::Started => "started, healthy",
+                Action::Unchanged => "unchanged",
+            }),
+            Err(_) => task.fail("failed (see the error below)"),
+        }
+        result
+    }
+
+    async fn apply_service_inner(
+        &self,
+        stack: &Stack,
+        service: &Service,
+        task: &Task,
+    ) -> anyhow::Result<Action> {
+        let image = self.docker.inspect_image(&service.image).await.map_err(|e| {
+            if is_not_found(&e) {
+                anyhow!(
+                    "the image {} of service {} does not exist on this daemon: build it \
+                     (`deployer build`) or run `deployer up` without --no-build",
+                    service.image,
+                    service.name
+                )
+            } else {
+                anyhow!("cannot inspect the image {}: {}", service.image, message(&e))
+            }
+        })?;
+        let image_id = image.id.unwrap_or_default();
+        let hash = config_hash(service, &image_id);
+        let existing: Vec<ProjectContainer> = project_containers(self.docker, &stack.project)
+            .await?
+            .into_iter()
+            .filter(|c| c.labels.get(labels::SERVICE) == Some(&service.name))
+            .collect();
+        let current = existing
+            .iter()
+            .find(|c| c.labels.get(labels::CONFIG_HASH) == Some(&hash));
+        if let (Some(current), 1) = (current, existing.len()) {
+            if current.running {
+                return Ok(Action::Unchanged);
+            }
+            task.set("starting");
+            self.start(&current.id, service).await?;
+            self.health_gate(&current.id, service, task).await?;
+            return Ok(Action::Started);
+        }
+        let action = if existing.is_empty() {
+            Action::Created
+        } else {
+            Action::Replaced
+        };
+        for old in &existing {
+            task.set(&format!("stopping {}", old.name));
+            self.remove(&old.id).await?;
+        }
+        task.set("creating");
+        let body = container_body(stack, service, &hash);
+        let name = stack.container_name(&service.name);
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| anyhow!("cannot create the container {name}: {}", message(&e)))?;
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(created.id.clone());
+        task.set("starting");
+        if let Err(error) = self.start(&created.id, service).await {
+            // Never started: nothing to inspect, so leave nothing behind.
+            let _ = self.remove(&created.id).await;
+            return Err(error);
+        }
+        self.health_gate(&created.id, service, task).await?;
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id| id != &created.id);
+        Ok(action)
+    }
+
+    async fn start(&self, id: &str, service: &Service) -> anyhow::Result<()> {
+        self.docker.start_container(id, None).await.map_err(|e| {
+            let text = message(&e);
+            if text.contains("port is already allocated") || text.contains("address already in use") {
+                let ports: Vec<String> = service
+                    .ports
+                    .iter()
+                    .filter(|p| !p.host_port.is_empty())
+                    .map(|p| p.host_port.clone())
+                    .collect();
+                anyhow!(
+                    "cannot start {}: a host port it publishes ({}) is already taken by another \
+                     program or container. Stop that program, or publish on another port \
+                     (the compose file's ports, e.g. API_PORT=5001 / FRONTEND_PORT=8081). \
+                     Docker said: {text}",
+                    service.name,
+                    ports.join(", ")
+                )
+            } else {
+                anyhow!("cannot start {}: {text}", service.name)
+            }
+        })
+    }
+
+    /// Waits until the container is healthy (or running, without a
+    /// healthcheck); on failure the error carries its last log lines.
+    async fn health_gate(&self, id: &str, service: &Service, task: &Task) -> anyhow::Result<()> {
+        let patience = service
+            .healthcheck
+            .as_ref()
+            .map_or(Duration::from_secs(2), |h| h.patience() + Duration::from_secs(5));
+        if let Some(h) = &service.healthcheck {
+            task.set(&format!(
+                "waiting for health ({} every {}s, {} retries, up to {}s)",
+                h.test[1..].join(" "),
+                h.interval.as_secs_f32(),
+                h.retries,
+                patience.as_secs()
+            ));
+        }
+        let started = Instant::now();
+        loop {
+            let inspect = self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| anyhow!("cannot inspect {}: {}", service.name, message(&e)))?;
+            match health_of(&inspect) {
+                Health::Healthy => return Ok(()),
+                Health::NoCheck if started.elapsed() > Duration::from_millis(500) => return Ok(()),
+                Health::Exited(code) => {
+                    return Err(self
+                        .failure(id, service, &format!("exited with code {code}"))
+                        .await);
+                }
+                Health::Unhealthy(reason) => {
+                    return Err(self
+                        .failure(id, service, &format!("is unhealthy: {reason}"))
+                        .await);
+                }
+                _ => {}
+            }
+            if started.elapsed() > patience {
+                return Err(self
+                    .failure(
+                        id,
+                        service,
+                        &format!("was not healthy after {}s", patience.as_secs()),
+                    )
+                    .await);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn failure(&self, id: &str, service: &Service, what: &str) -> anyhow::Error {
+        let logs = last_logs(self.docker, id, 20).await;
+        anyhow!(
+            "service {} {what}. Its last log lines:\n{}\n(see all with `deployer logs {}`)",
+            service.name,
+            if logs.trim().is_empty() { "  (no output)".to_owned() } else { logs },
+            service.name
+        )
+    }
+
+    async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let _ = self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!("cannot remove the container {id}: {}", message(&e))),
+        }
+    }
+
+    /// Removes what an interrupted run created and left unfinished.
+    pub async fn clean_up_interrupted(&self, created: &Mutex<Vec<String>>) -> usize {
+        let ids: Vec<String> = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in &ids {
+            let _ = self.remove(id).await;
+        }
+        ids.len()
+    }
+
+    /// Removes the project's containers and networks (and volumes if asked);
+    /// finds them by label. Returns what was removed.
+    pub async fn down(&self, project: &str, volumes: bool) -> anyhow::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for container in project_containers(self.docker, project).await? {
+            self.remove(&container.id).await?;
+            removed.push(format!("container {}", container.name));
+        }
+        let filter = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={project}", labels::PROJECT)],
+        )]);
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filter.clone()),
+            }))
+            .await
+            .map_err(|e| anyhow!("cannot list networks: {}", message(&e)))?;
+        for network in networks {
+            let name = network.name.unwrap_or_default();
+            match self.docker.remove_network(&name).await {
+                Ok(()) => removed.push(format!("network {name}")),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => bail!("cannot remove the network {name}: {}", message(&e)),
+            }
+        }
+        if volumes {
+            let list = self
+                .docker
+                .list_volumes(Some(ListVolumesOptions {
+                    filters: Some(filter),
+                }))
+                .await
+                .map_err(|e| anyhow!("cannot list volumes: {}", message(&e)))?;
+            for volume in list.volumes.unwrap_or_default() {
+                match self
+                    .docker
+                    .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    Ok(()) => removed.push(format!("volume {}", volume.name)),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => bail!("cannot remove the volume {}: {}", volume.name, message(&e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A container of a project, found by its labels.
+#[derive(Debug, Clone)]
+pub struct ProjectContainer {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub oneoff: bool,
+    pub labels: HashMap<String, String>,
+}
+
+pub async fn project_containers(
+    docker: &Docker,
+    project: &str,
+) -> anyhow::Result<Vec<ProjectContainer>> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{}={project}", labels::PROJECT)],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| anyhow!("cannot list containers: {}", message(&e)))?;
+    Ok(list
+        .into_iter()
+        .map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            ProjectContainer {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.first().cloned())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                running: c.state.map(|s| s.to_string()) == Some("running".into()),
+                oneoff: labels.get(labels::ONEOFF).map(String::as_str) == Some("True"),
+                labels,
+            }
+        })
+        .collect())
+}
+
+/// A container's health as the gate sees it.
+#[derive(Debug, PartialEq)]
+pub enum Health {
+    Healthy,
+    Starting,
+    Unhealthy(String),
+    /// Running, without a healthcheck.
+    NoCheck,
+    Exited(i64),
+}
+
+pub fn health_of(inspect: &ContainerInspectResponse) -> Health {
+    let Some(state) = &inspect.state else {
+        return Health::Starting;
+    };
+    if state.running != Some(true) {
+        if state.restarting == Some(true) || state.status.map(|s| s.to_string()) == Some("created".into()) {
+            return Health::Starting;
+        }
+        return Health::Exited(state.exit_code.unwrap_or_default());
+    }
+    match &state.health {
+        None => Health::NoCheck,
+        Some(h) => match h.status {
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy(
+                h.log
+                    .as_ref()
+                    .and_then(|l| l.last())
+                    .and_then(|r| r.output.clone())
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| "the healthcheck failed".into()),
+            ),
+            Some(HealthStatusEnum::NONE) => Health::NoCheck,
+            _ => Health::Starting,
+        },
+    }
+}
+
+/// The last `lines` lines a container printed, indented.
+pub async fn last_logs(docker: &Docker, id: &str, lines: usize) -> String {
+    let mut stream = docker.logs(
+        id,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    out.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Identifies a service's desired container: its resolved definition and
+/// the id of the image its tag points at now.
+pub fn config_hash(service: &Service, image_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{service:?}").as_bytes());
+    hasher.update(image_id.as_bytes());
+    crate::images::hex(&hasher.finalize())
+}
+
+fn container_body(stack: &Stack, service: &Service, hash: &str) -> ContainerCreateBody {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &service.ports {
+        port_bindings
+            .entry(format!("{}/tcp", port.container_port))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(port.host_ip.clone()),
+                host_port: Some(port.host_port.clone()),
+            });
+    }
+    let binds = service
+        .mounts
+        .iter()
+        .map(|m| match m {
+            Mount::Volume {
+                key,
+                target,
+                read_only,
+            } => format!("{}:{target}{}", stack.volume_name(key), if *read_only { ":ro" } else { "" }),
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => format!("{}:{target}{}", source.display(), if *read_only { ":ro" } else { "" }),
+        })
+        .collect();
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let network = stack.network_name(&service.network);
+    ContainerCreateBody {
+        image: Some(service.image.clone()),
+        cmd: service.command.clone(),
+        env: Some(service.env.clone()),
+        user: service.user.clone(),
+        exposed_ports: Some(
+            service
+                .ports
+                .iter()
+                .map(|p| format!("{}/tcp", p.container_port))
+                .collect(),
+        ),
+        healthcheck: service.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            start_period: Some(nanos(h.start_period)),
+            retries: Some(i64::from(h.retries)),
+            start_interval: None,
+        }),
+        labels: Some(HashMap::from([
+            (labels::PROJECT.to_owned(), stack.project.clone()),
+            (labels::SERVICE.to_owned(), service.name.clone()),
+            (labels::NUMBER.to_owned(), "1".to_owned()),
+            (labels::ONEOFF.to_owned(), "False".to_owned()),
+            (labels::CONFIG_HASH.to_owned(), hash.to_owned()),
+        ])),
+        host_config: Some(HostConfig {
+            port_bindings: Some(port_bindings),
+            binds: Some(binds),
+            restart_policy: Some(RestartPolicy {
+                name: Some(match service.restart.as_str() {
+                    "always" => RestartPolicyNameEnum::ALWAYS,
+                    "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                    _ => RestartPolicyNameEnum::NO,
+                }),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some(network.clone()),
+            init: None,
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network,
+                EndpointSettings {
+                    aliases: Some(vec![service.name.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,110 @@
+//! The stack: what should run on a Docker daemon, resolved from
+//! `docker-compose.yml` (names interpolated, paths absolute, services in
+//! dependency order). The engine applies it; status reads it back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Labels every object the deployer creates carries, as docker compose sets
+/// them, so `docker compose ps/logs` see the stack and `down` finds it by
+/// label, never by name pattern.
+pub mod labels {
+    pub const PROJECT: &str = "com.docker.compose.project";
+    pub const SERVICE: &str = "com.docker.compose.service";
+    pub const NUMBER: &str = "com.docker.compose.container-number";
+    pub const ONEOFF: &str = "com.docker.compose.oneoff";
+    pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+    pub const NETWORK: &str = "com.docker.compose.network";
+    pub const VOLUME: &str = "com.docker.compose.volume";
+    /// Hash of an image's build inputs, so an unchanged image is not rebuilt.
+    pub const INPUTS: &str = "dev.student-ages.inputs";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    /// The compose project name: prefix of every object's name.
+    pub project: String,
+    /// Services, each after the services it depends on.
+    pub services: Vec<Service>,
+    /// Network keys as written in the compose file (`default`, ...).
+    pub networks: Vec<String>,
+    /// Named volume keys as written in the compose file.
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// `KEY=value`, sorted by key.
+    pub env: Vec<String>,
+    pub ports: Vec<Port>,
+    pub mounts: Vec<Mount>,
+    /// The network key this service joins.
+    pub network: String,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: String,
+    pub depends_on: Vec<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    /// Host address to bind; empty for all addresses.
+    pub host_ip: String,
+    /// Host port; empty for one the daemon picks.
+    pub host_port: String,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mount {
+    /// A named volume of the stack (the compose key, not the Docker name).
+    Volume {
+        key: String,
+        target: String,
+        read_only: bool,
+    },
+    /// A host directory or file.
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub start_period: Duration,
+    pub retries: u32,
+}
+
+impl Healthcheck {
+    /// How long the daemon may take to call a container unhealthy: the
+    /// longest a health gate needs to wait.
+    pub fn patience(&self) -> Duration {
+        self.start_period + (self.interval + self.timeout) * (self.retries + 1)
+    }
+}
+
+impl Stack {
+    pub fn container_name(&self, service: &str) -> String {
+        format!("{}-{service}-1", self.project)
+    }
+
+    pub fn network_name(&self, key: &str) -> String {
+        format!("{}_{key}", self.project)
+    }
+
+    pub fn volume_name(&self, key: &str) -> String {
+        format!("{}_{key}", self.project)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
