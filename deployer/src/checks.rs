@@ -16,7 +16,11 @@ pub struct Outcome {
 
 /// Runs `checks` in order (a write then a read must see the write).
 /// `base_urls` maps a service to `http://host:port`.
-pub async fn run(checks: &[Check], base_urls: &HashMap<String, String>, auth: &Auth) -> Vec<Outcome> {
+pub async fn run(
+    checks: &[Check],
+    base_urls: &HashMap<String, String>,
+    auth: &Auth,
+) -> Vec<Outcome> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())

@@ -45,8 +45,8 @@ pub enum Action {
 pub struct Engine<'a> {
     pub docker: &'a Docker,
     pub progress: &'a Progress,
-    /// Containers this run created: removed if the run is interrupted.
-    created: Arc<Mutex<Vec<String>>>,
+    /// What this run made and has not finished: undone if it is interrupted.
+    unfinished: Unfinished,
 }
 
 impl<'a> Engine<'a> {
@@ -54,13 +54,13 @@ impl<'a> Engine<'a> {
         Engine {
             docker,
             progress,
-            created: Arc::default(),
+            unfinished: Unfinished::default(),
         }
     }
 
     /// A handle that outlives an interrupted `apply`, to clean up after it.
-    pub fn created_containers(&self) -> Arc<Mutex<Vec<String>>> {
-        self.created.clone()
+    pub fn unfinished(&self) -> Unfinished {
+        self.unfinished.clone()
     }
 
     /// Makes the daemon run `stack`; `seeds` fill volumes created now.
@@ -72,15 +72,20 @@ impl<'a> Engine<'a> {
         for key in &stack.networks {
             self.ensure_network(stack, key).await?;
         }
-        let mut new_volumes = Vec::new();
         for key in &stack.volumes {
             if self.ensure_volume(stack, key).await? {
-                new_volumes.push(key.clone());
-            }
-        }
-        for key in &new_volumes {
-            for seed in seeds.iter().filter(|s| &s.volume == key) {
-                self.seed_volume(stack, seed).await?;
+                // A new volume counts as made only once it is seeded: an
+                // interrupted or failed seeding removes it, so the next run
+                // seeds it again rather than starting on no data.
+                let volume = Made::Volume(stack.volume_name(key));
+                self.unfinished.add(volume.clone());
+                for seed in seeds.iter().filter(|s| &s.volume == key) {
+                    if let Err(error) = self.seed_volume(stack, seed).await {
+                        self.undo(&self.unfinished).await;
+                        return Err(error);
+                    }
+                }
+                self.unfinished.done(&volume);
             }
         }
         self.remove_orphans(stack).await?;
@@ -126,7 +131,10 @@ impl<'a> Engine<'a> {
                 self.progress.println(&format!("network {name} created"));
                 Ok(())
             }
-            Err(e) => Err(anyhow!("cannot inspect the network {name}: {}", message(&e))),
+            Err(e) => Err(anyhow!(
+                "cannot inspect the network {name}: {}",
+                message(&e)
+            )),
         }
     }
 
@@ -218,6 +226,7 @@ impl<'a> Engine<'a> {
                     message(&e)
                 )
             })?;
+        self.unfinished.add(Made::Container(created.id.clone()));
         let upload = self
             .docker
             .upload_to_container(
@@ -239,6 +248,7 @@ impl<'a> Engine<'a> {
                 }),
             )
             .await;
+        self.unfinished.done(&Made::Container(created.id.clone()));
         upload.map_err(|e| anyhow!("cannot seed the volume {volume}: {}", message(&e)))?;
         self.progress.println(&format!(
             "volume {volume} seeded with {}",
@@ -250,11 +260,17 @@ impl<'a> Engine<'a> {
     /// Removes containers of the project whose service is no longer in the stack.
     async fn remove_orphans(&self, stack: &Stack) -> anyhow::Result<()> {
         for container in project_containers(self.docker, &stack.project).await? {
-            let service = container.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+            let service = container
+                .labels
+                .get(labels::SERVICE)
+                .cloned()
+                .unwrap_or_default();
             if container.oneoff || stack.service(&service).is_none() {
                 self.remove(&container.id).await?;
-                self.progress
-                    .println(&format!("removed {} (no longer in the stack)", container.name));
+                self.progress.println(&format!(
+                    "removed {} (no longer in the stack)",
+                    container.name
+                ));
             }
         }
         Ok(())
@@ -281,18 +297,26 @@ impl<'a> Engine<'a> {
         service: &Service,
         task: &Task,
     ) -> anyhow::Result<Action> {
-        let image = self.docker.inspect_image(&service.image).await.map_err(|e| {
-            if is_not_found(&e) {
-                anyhow!(
-                    "the image {} of service {} does not exist on this daemon: build it \
+        let image = self
+            .docker
+            .inspect_image(&service.image)
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    anyhow!(
+                        "the image {} of service {} does not exist on this daemon: build it \
                      (`deployer build`) or run `deployer up` without --no-build",
-                    service.image,
-                    service.name
-                )
-            } else {
-                anyhow!("cannot inspect the image {}: {}", service.image, message(&e))
-            }
-        })?;
+                        service.image,
+                        service.name
+                    )
+                } else {
+                    anyhow!(
+                        "cannot inspect the image {}: {}",
+                        service.image,
+                        message(&e)
+                    )
+                }
+            })?;
         let image_id = image.id.unwrap_or_default();
         let hash = config_hash(service, &image_id);
         let existing: Vec<ProjectContainer> = project_containers(self.docker, &stack.project)
@@ -335,10 +359,7 @@ impl<'a> Engine<'a> {
             )
             .await
             .map_err(|e| anyhow!("cannot create the container {name}: {}", message(&e)))?;
-        self.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(created.id.clone());
+        self.unfinished.add(Made::Container(created.id.clone()));
         task.set("starting");
         if let Err(error) = self.start(&created.id, service).await {
             // Never started: nothing to inspect, so leave nothing behind.
@@ -346,17 +367,15 @@ impl<'a> Engine<'a> {
             return Err(error);
         }
         self.health_gate(&created.id, service, task).await?;
-        self.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id| id != &created.id);
+        self.unfinished.done(&Made::Container(created.id.clone()));
         Ok(action)
     }
 
     async fn start(&self, id: &str, service: &Service) -> anyhow::Result<()> {
         self.docker.start_container(id, None).await.map_err(|e| {
             let text = message(&e);
-            if text.contains("port is already allocated") || text.contains("address already in use") {
+            if text.contains("port is already allocated") || text.contains("address already in use")
+            {
                 let ports: Vec<String> = service
                     .ports
                     .iter()
@@ -383,7 +402,9 @@ impl<'a> Engine<'a> {
         let patience = service
             .healthcheck
             .as_ref()
-            .map_or(Duration::from_secs(2), |h| h.patience() + Duration::from_secs(5));
+            .map_or(Duration::from_secs(2), |h| {
+                h.patience() + Duration::from_secs(5)
+            });
         if let Some(h) = &service.healthcheck {
             task.set(&format!(
                 "waiting for health ({} every {}s, {} retries, up to {}s)",
@@ -433,7 +454,11 @@ impl<'a> Engine<'a> {
         anyhow!(
             "service {} {what}. Its last log lines:\n{}\n(see all with `deployer logs {}`)",
             service.name,
-            if logs.trim().is_empty() { "  (no output)".to_owned() } else { logs },
+            if logs.trim().is_empty() {
+                "  (no output)".to_owned()
+            } else {
+                logs
+            },
             service.name
         )
     }
@@ -466,13 +491,25 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Removes what an interrupted run created and left unfinished.
-    pub async fn clean_up_interrupted(&self, created: &Mutex<Vec<String>>) -> usize {
-        let ids: Vec<String> = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
-        for id in &ids {
-            let _ = self.remove(id).await;
+    /// Removes what an interrupted run made and left unfinished: its
+    /// containers, then new volumes it had not finished seeding. Returns
+    /// how many objects were removed.
+    pub async fn undo(&self, unfinished: &Unfinished) -> usize {
+        let made = unfinished.take();
+        for item in &made {
+            if let Made::Container(id) = item {
+                let _ = self.remove(id).await;
+            }
         }
-        ids.len()
+        for item in &made {
+            if let Made::Volume(name) = item {
+                let _ = self
+                    .docker
+                    .remove_volume(name, None::<RemoveVolumeOptions>)
+                    .await;
+            }
+        }
+        made.len()
     }
 
     /// Removes the project's containers and networks (and volumes if asked);
@@ -523,6 +560,37 @@ impl<'a> Engine<'a> {
             }
         }
         Ok(removed)
+    }
+}
+
+/// An object a run made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    Container(String),
+    Volume(String),
+}
+
+/// What a run has made and not yet finished (a container not yet healthy,
+/// a volume not yet seeded), shared with whoever must undo it on Ctrl-C.
+#[derive(Debug, Clone, Default)]
+pub struct Unfinished(Arc<Mutex<Vec<Made>>>);
+
+impl Unfinished {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Made>> {
+        // A panic while holding this lock cannot leave the list invalid.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, made: Made) {
+        self.list().push(made);
+    }
+
+    fn done(&self, made: &Made) {
+        self.list().retain(|m| m != made);
+    }
+
+    fn take(&self) -> Vec<Made> {
+        std::mem::take(&mut *self.list())
     }
 }
 
@@ -587,7 +655,9 @@ pub fn health_of(inspect: &ContainerInspectResponse) -> Health {
         return Health::Starting;
     };
     if state.running != Some(true) {
-        if state.restarting == Some(true) || state.status.map(|s| s.to_string()) == Some("created".into()) {
+        if state.restarting == Some(true)
+            || state.status.map(|s| s.to_string()) == Some("created".into())
+        {
             return Health::Starting;
         }
         return Health::Exited(state.exit_code.unwrap_or_default());
@@ -661,12 +731,20 @@ fn container_body(stack: &Stack, service: &Service, hash: &str) -> ContainerCrea
                 key,
                 target,
                 read_only,
-            } => format!("{}:{target}{}", stack.volume_name(key), if *read_only { ":ro" } else { "" }),
+            } => format!(
+                "{}:{target}{}",
+                stack.volume_name(key),
+                if *read_only { ":ro" } else { "" }
+            ),
             Mount::Bind {
                 source,
                 target,
                 read_only,
-            } => format!("{}:{target}{}", source.display(), if *read_only { ":ro" } else { "" }),
+            } => format!(
+                "{}:{target}{}",
+                source.display(),
+                if *read_only { ":ro" } else { "" }
+            ),
         })
         .collect();
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);

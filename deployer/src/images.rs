@@ -90,13 +90,16 @@ pub async fn cargo_build(pipeline: &Pipeline, progress: &Progress) -> anyhow::Re
             PathBuf::from(&cargo).display()
         )
     })?;
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let mut lines =
+        tokio::io::BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let mut tail: Vec<String> = Vec::new();
     while let Some(line) = lines.next_line().await? {
         let trimmed = line.trim();
         // Workspace crates only ("Compiling api v0.1.0 (/path)"): dependency
         // lines would flood a CI log.
-        if (trimmed.starts_with("Compiling") && trimmed.contains("(/")) || trimmed.starts_with("Finished") {
+        if (trimmed.starts_with("Compiling") && trimmed.contains("(/"))
+            || trimmed.starts_with("Finished")
+        {
             task.set(trimmed);
         }
         tail.push(line);
@@ -115,7 +118,13 @@ pub async fn cargo_build(pipeline: &Pipeline, progress: &Progress) -> anyhow::Re
     task.done("static binaries built");
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { pipeline.root.join(d) })
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                pipeline.root.join(d)
+            }
+        })
         .unwrap_or_else(|| pipeline.root.join("target"));
     Ok(target_dir.join(TARGET).join("release"))
 }
@@ -134,7 +143,11 @@ pub fn build_context(spec: &ImageSpec, binaries: &Path) -> anyhow::Result<Vec<u8
     let mut tar = tar::Builder::new(Vec::new());
     for (name, path, mode) in entries {
         let data = std::fs::read(&path).with_context(|| {
-            format!("cannot read {} for the {} image", path.display(), spec.service)
+            format!(
+                "cannot read {} for the {} image",
+                path.display(),
+                spec.service
+            )
         })?;
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
@@ -189,7 +202,14 @@ async fn build_one(
     let existing = docker.inspect_image(&reference).await.ok();
     let unchanged = existing
         .as_ref()
-        .and_then(|i| i.config.as_ref()?.labels.as_ref()?.get(labels::INPUTS).cloned())
+        .and_then(|i| {
+            i.config
+                .as_ref()?
+                .labels
+                .as_ref()?
+                .get(labels::INPUTS)
+                .cloned()
+        })
         .is_some_and(|label| label == inputs);
     if !unchanged {
         task.set("building");
@@ -201,7 +221,8 @@ async fn build_one(
             labels: Some(HashMap::from([(labels::INPUTS.to_owned(), inputs.clone())])),
             ..Default::default()
         };
-        let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut stream =
+            docker.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut log = String::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| {
@@ -269,8 +290,14 @@ mod tests {
     #[test]
     fn repository_strips_only_the_tag() {
         assert_eq!(repository("api:latest"), "api");
-        assert_eq!(repository("localhost:5000/team/api:abc"), "localhost:5000/team/api");
-        assert_eq!(repository("localhost:5000/team/api"), "localhost:5000/team/api");
+        assert_eq!(
+            repository("localhost:5000/team/api:abc"),
+            "localhost:5000/team/api"
+        );
+        assert_eq!(
+            repository("localhost:5000/team/api"),
+            "localhost:5000/team/api"
+        );
         assert_eq!(repository("api"), "api");
     }
 

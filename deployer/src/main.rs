@@ -28,7 +28,7 @@ Examples:
 #[command(version, after_help = AFTER_HELP)]
 struct Cli {
     /// The pipeline file [default: pipeline.yaml here or in a parent directory].
-    #[arg(long, short = 'f', global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     file: Option<PathBuf>,
 
     /// The compose project name: prefix of every container, network and

@@ -57,7 +57,7 @@ pub async fn read(docker: &Docker, stack: &Stack) -> anyhow::Result<Vec<ServiceS
         let health = health_of(&inspect);
         let running = state.running == Some(true);
         let uptime_seconds = running
-            .then(|| state.started_at.as_deref())
+            .then_some(state.started_at.as_deref())
             .flatten()
             .and_then(|t| humantime::parse_rfc3339(t).ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -125,13 +125,24 @@ pub fn table(statuses: &[ServiceStatus]) -> String {
                 s.state.clone(),
                 s.health.clone(),
                 s.uptime_seconds.map_or("-".into(), uptime),
-                if s.ports.is_empty() { "-".into() } else { s.ports.join(", ") },
+                if s.ports.is_empty() {
+                    "-".into()
+                } else {
+                    s.ports.join(", ")
+                },
                 s.restarts.to_string(),
             ]
         })
         .collect();
     let header = [
-        "SERVICE", "CONTAINER", "IMAGE", "STATE", "HEALTH", "UPTIME", "PORTS", "RESTARTS",
+        "SERVICE",
+        "CONTAINER",
+        "IMAGE",
+        "STATE",
+        "HEALTH",
+        "UPTIME",
+        "PORTS",
+        "RESTARTS",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -159,7 +170,12 @@ pub fn table(statuses: &[ServiceStatus]) -> String {
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
 pub fn uptime(seconds: u64) -> String {
-    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) => format!("{m}m {s}s"),

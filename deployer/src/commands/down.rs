@@ -13,7 +13,10 @@ pub async fn run(workspace: &Workspace, volumes: bool, progress: &Progress) -> a
         println!("removed {item}");
     }
     if removed.is_empty() {
-        println!("nothing to remove: the stack {} is not here", workspace.stack.project);
+        println!(
+            "nothing to remove: the stack {} is not here",
+            workspace.stack.project
+        );
     }
     if !volumes {
         println!("data volumes kept (remove them too with `deployer down --volumes`)");

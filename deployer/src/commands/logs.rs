@@ -20,13 +20,25 @@ pub async fn run(
         && stack.service(name).is_none()
     {
         let names: Vec<_> = stack.services.iter().map(|s| s.name.as_str()).collect();
-        bail!("no service {name:?} in the stack (it has: {})", names.join(", "));
+        bail!(
+            "no service {name:?} in the stack (it has: {})",
+            names.join(", ")
+        );
     }
     let containers = project_containers(&docker, &stack.project).await?;
-    let width = stack.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = stack
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
     let mut streams = Vec::new();
     for container in containers.iter().filter(|c| !c.oneoff) {
-        let name = container.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        let name = container
+            .labels
+            .get(labels::SERVICE)
+            .cloned()
+            .unwrap_or_default();
         if service.is_some_and(|s| s != name) {
             continue;
         }
@@ -53,7 +65,8 @@ pub async fn run(
     let mut merged = futures_util::stream::select_all(streams);
     let mut partial: std::collections::HashMap<String, String> = Default::default();
     while let Some((name, item)) = merged.next().await {
-        let chunk = item.map_err(|e| anyhow!("reading {name}'s logs: {}", crate::docker::message(&e)))?;
+        let chunk =
+            item.map_err(|e| anyhow!("reading {name}'s logs: {}", crate::docker::message(&e)))?;
         let buffer = partial.entry(name.clone()).or_default();
         buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         while let Some(end) = buffer.find('\n') {

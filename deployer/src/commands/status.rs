@@ -21,7 +21,11 @@ pub async fn run(workspace: &Workspace, json: bool) -> anyhow::Result<bool> {
     } else {
         println!("{}", status::table(&statuses));
         if !healthy {
-            let bad: Vec<_> = statuses.iter().filter(|s| !s.ok).map(|s| s.service.as_str()).collect();
+            let bad: Vec<_> = statuses
+                .iter()
+                .filter(|s| !s.ok)
+                .map(|s| s.service.as_str())
+                .collect();
             println!(
                 "\nnot healthy: {} (see `deployer logs SERVICE`; start with `deployer up`)",
                 bad.join(", ")

@@ -52,7 +52,11 @@ async fn run_checks(
     engine.apply(stack, &workspace.pipeline.seeds).await?;
     let mut base_urls = HashMap::new();
     for container in project_containers(docker, &stack.project).await? {
-        let service = container.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        let service = container
+            .labels
+            .get(labels::SERVICE)
+            .cloned()
+            .unwrap_or_default();
         let inspect = docker.inspect_container(&container.id, None).await?;
         let port = inspect
             .network_settings
@@ -68,7 +72,12 @@ async fn run_checks(
             base_urls.insert(service, format!("http://127.0.0.1:{port}"));
         }
     }
-    let outcomes = checks::run(&workspace.pipeline.checks, &base_urls, &workspace.pipeline.auth).await;
+    let outcomes = checks::run(
+        &workspace.pipeline.checks,
+        &base_urls,
+        &workspace.pipeline.auth,
+    )
+    .await;
     let mut failed = 0;
     for outcome in &outcomes {
         match &outcome.failure {

@@ -11,22 +11,29 @@ pub struct Options {
     pub no_build: bool,
 }
 
-pub async fn run(workspace: &Workspace, options: &Options, progress: &Progress) -> anyhow::Result<()> {
+pub async fn run(
+    workspace: &Workspace,
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let docker = crate::docker::connect_local().await?;
     if !options.no_build {
         build::build(&docker, workspace, progress).await?;
     }
     let engine = Engine::new(&docker, progress);
-    let created = engine.created_containers();
+    let unfinished = engine.unfinished();
     let actions = tokio::select! {
         result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
         _ = tokio::signal::ctrl_c() => {
-            let removed = engine.clean_up_interrupted(&created).await;
-            bail!("interrupted: removed the {removed} container(s) this run had created; \
+            let removed = engine.undo(&unfinished).await;
+            bail!("interrupted: removed the {removed} unfinished object(s) this run had made; \
                    containers that were already running were left as they were");
         }
     };
-    let changed = actions.iter().filter(|(_, a)| *a != Action::Unchanged).count();
+    let changed = actions
+        .iter()
+        .filter(|(_, a)| *a != Action::Unchanged)
+        .count();
     progress.println(&format!(
         "stack {} is up ({} of {} services changed)",
         workspace.stack.project,

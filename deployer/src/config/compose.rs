@@ -189,7 +189,10 @@ fn resolve(
         ));
     }
     if file.services.is_empty() {
-        return Err(invalid("services".into(), "the stack has no services".into()));
+        return Err(invalid(
+            "services".into(),
+            "the stack has no services".into(),
+        ));
     }
 
     let mut networks: Vec<String> = file.networks.keys().cloned().collect();
@@ -230,7 +233,10 @@ fn resolve(
                 }
             }
         }
-        let env = env_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env = env_vars
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
 
         let ports = def
             .ports
@@ -245,7 +251,9 @@ fn resolve(
         for volume in &def.volumes {
             let spec = text(&key("volumes"), volume)?;
             let mount = parse_mount(&spec, &dir).map_err(|m| invalid(key("volumes"), m))?;
-            if let Mount::Volume { key: volume_key, .. } = &mount
+            if let Mount::Volume {
+                key: volume_key, ..
+            } = &mount
                 && !file.volumes.contains_key(volume_key)
             {
                 return Err(invalid(
@@ -280,7 +288,12 @@ fn resolve(
 
         let healthcheck = match &def.healthcheck {
             None => None,
-            Some(h) => Some(resolve_healthcheck(h, &key("healthcheck"), &text, &invalid)?),
+            Some(h) => Some(resolve_healthcheck(
+                h,
+                &key("healthcheck"),
+                &text,
+                &invalid,
+            )?),
         };
 
         let restart = match &def.restart {
@@ -377,7 +390,10 @@ fn resolve_healthcheck(
             Some(v) => {
                 let v = text(&field_key, v)?;
                 humantime::parse_duration(&v).map_err(|e| {
-                    invalid(field_key, format!("{v:?} is not a duration like 2s or 1m30s: {e}"))
+                    invalid(
+                        field_key,
+                        format!("{v:?} is not a duration like 2s or 1m30s: {e}"),
+                    )
                 })
             }
         }
@@ -402,7 +418,11 @@ fn parse_port(spec: &str) -> Result<Port, String> {
         [c] => ("", "", *c),
         [h, c] => ("", *h, *c),
         [ip, h, c] => (*ip, *h, *c),
-        _ => return Err(format!("{spec:?} is not [HOST_IP:][HOST_PORT:]CONTAINER_PORT")),
+        _ => {
+            return Err(format!(
+                "{spec:?} is not [HOST_IP:][HOST_PORT:]CONTAINER_PORT"
+            ));
+        }
     };
     let container_port = container
         .parse::<u16>()
@@ -429,7 +449,9 @@ fn parse_mount(spec: &str, dir: &Path) -> Result<Mount, String> {
         _ => return Err(format!("{spec:?} is not SOURCE:TARGET[:ro]")),
     };
     if !target.starts_with('/') {
-        return Err(format!("{spec:?}: the target {target:?} must be an absolute path"));
+        return Err(format!(
+            "{spec:?}: the target {target:?} must be an absolute path"
+        ));
     }
     let target = target.to_owned();
     if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
@@ -443,7 +465,9 @@ fn parse_mount(spec: &str, dir: &Path) -> Result<Mount, String> {
             read_only,
         })
     } else if source.is_empty() {
-        Err(format!("{spec:?}: anonymous volumes are not supported; name the volume"))
+        Err(format!(
+            "{spec:?}: anonymous volumes are not supported; name the volume"
+        ))
     } else {
         Ok(Mount::Volume {
             key: source.to_owned(),
@@ -499,8 +523,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker-compose.yml");
         std::fs::write(&path, yaml).unwrap();
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         load(&path, ProjectName { flag: None }, &lookup)
     }
@@ -541,14 +567,23 @@ volumes:
         assert_eq!(web.env, ["API_URL=http://api:5000", "PORT=8080"]);
         assert_eq!(
             web.ports,
-            [Port { host_ip: "127.0.0.1".into(), host_port: "9000".into(), container_port: 8080 }]
+            [Port {
+                host_ip: "127.0.0.1".into(),
+                host_port: "9000".into(),
+                container_port: 8080
+            }]
         );
         let api = stack.service("api").unwrap();
         assert_eq!(api.env, ["A=1", "B=two"]);
         assert_eq!(api.ports[1].host_port, "");
-        assert!(matches!(&api.mounts[1], Mount::Bind { source, read_only: true, .. } if source.ends_with("seed")));
+        assert!(
+            matches!(&api.mounts[1], Mount::Bind { source, read_only: true, .. } if source.ends_with("seed"))
+        );
         let health = api.healthcheck.as_ref().unwrap();
-        assert_eq!((health.interval, health.retries), (Duration::from_secs(2), 5));
+        assert_eq!(
+            (health.interval, health.retries),
+            (Duration::from_secs(2), 5)
+        );
         assert_eq!(stack.networks, ["default"]);
         assert_eq!(stack.container_name("api"), "demo-api-1");
         assert_eq!(stack.volume_name("data"), "demo_data");
@@ -579,10 +614,22 @@ volumes:
     #[test]
     fn bad_values_are_refused_naming_the_key() {
         for (yaml, key) in [
-            ("services:\n  a:\n    image: x\n    ports: [\"x:80\"]\n", "services.a.ports"),
-            ("services:\n  a:\n    image: x\n    volumes: [\"v:/d\"]\n", "services.a.volumes"),
-            ("services:\n  a:\n    image: x\n    restart: sometimes\n", "services.a.restart"),
-            ("services:\n  a:\n    image: x\n    depends_on: [b]\n", "services.a.depends_on"),
+            (
+                "services:\n  a:\n    image: x\n    ports: [\"x:80\"]\n",
+                "services.a.ports",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    volumes: [\"v:/d\"]\n",
+                "services.a.volumes",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    restart: sometimes\n",
+                "services.a.restart",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    depends_on: [b]\n",
+                "services.a.depends_on",
+            ),
             (
                 "services:\n  a:\n    image: x\n    healthcheck:\n      test: [\"CMD\"]\n      interval: soon\n",
                 "services.a.healthcheck.interval",

@@ -269,7 +269,12 @@ impl Pipeline {
             if !services.contains(&image.service.as_str()) {
                 return Err(invalid(
                     format!("images.{}", image.service),
-                    format!("{} has no service {:?} (it has: {})", self.compose.display(), image.service, services.join(", ")),
+                    format!(
+                        "{} has no service {:?} (it has: {})",
+                        self.compose.display(),
+                        image.service,
+                        services.join(", ")
+                    ),
                 ));
             }
         }
@@ -277,7 +282,11 @@ impl Pipeline {
             if !stack.volumes.contains(&seed.volume) {
                 return Err(invalid(
                     format!("seed[{i}].volume"),
-                    format!("{} declares no volume {:?}", self.compose.display(), seed.volume),
+                    format!(
+                        "{} declares no volume {:?}",
+                        self.compose.display(),
+                        seed.volume
+                    ),
                 ));
             }
         }
@@ -285,7 +294,11 @@ impl Pipeline {
             let Some(service) = stack.service(&check.service) else {
                 return Err(invalid(
                     format!("test.checks[{i}].service"),
-                    format!("{} has no service {:?}", self.compose.display(), check.service),
+                    format!(
+                        "{} has no service {:?}",
+                        self.compose.display(),
+                        check.service
+                    ),
                 ));
             };
             if service.ports.is_empty() {
@@ -311,7 +324,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipeline.yaml");
         std::fs::write(&path, yaml).unwrap();
-        load(&path, &|key| (key == "API_PASSWORD").then(|| "pw".to_owned()))
+        load(&path, &|key| {
+            (key == "API_PASSWORD").then(|| "pw".to_owned())
+        })
     }
 
     const GOOD: &str = r#"
@@ -362,7 +377,10 @@ test:
     #[test]
     fn a_malformed_request_or_owner_is_refused_naming_the_key() {
         let error = load_str(&GOOD.replace("GET /supmit", "FETCH /supmit")).unwrap_err();
-        assert!(error.to_string().contains("test.checks[0].request"), "{error}");
+        assert!(
+            error.to_string().contains("test.checks[0].request"),
+            "{error}"
+        );
         let error = load_str(&GOOD.replace("65532:65532", "app")).unwrap_err();
         assert!(error.to_string().contains("seed[0].owner"), "{error}");
     }

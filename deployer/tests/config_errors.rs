@@ -1,0 +1,127 @@
+//! Broken pipeline.yaml and docker-compose.yml files: each gets an error
+//! naming the file, the place and what is expected, and exit code 1.
+
+mod support;
+
+use std::path::Path;
+
+use support::{deployer, text};
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+const PIPELINE: &str = "images: {}\ntest:\n  auth: {username: root, password: \"${API_PASSWORD:-root}\"}\n  checks: []\n";
+const COMPOSE: &str = "services:\n  api:\n    image: student-ages-api:latest\n";
+
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = deployer()
+        .args(["--file", dir.join("pipeline.yaml").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_unknown_pipeline_key_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &format!("{PIPELINE}registy: docker.io\n"),
+    );
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let (code, stderr) = run_in(dir.path(), &["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("pipeline.yaml:5:1: unknown field `registy`, expected one of"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unsupported_compose_feature_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pipeline.yaml", PIPELINE);
+    write(
+        dir.path(),
+        "docker-compose.yml",
+        &format!("{COMPOSE}    deploy: {{replicas: 3}}\n"),
+    );
+    let (code, stderr) = run_in(dir.path(), &["up", "--no-build"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("docker-compose.yml:4:5: services.api: unknown field `deploy`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_pipeline_naming_a_missing_service_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &PIPELINE.replace(
+            "images: {}",
+            "images:\n  web: {package: p, binary: b, dockerfile: D}",
+        ),
+    );
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let (code, stderr) = run_in(dir.path(), &["build"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("`images.web`"), "{stderr}");
+    assert!(
+        stderr.contains("has no service \"web\" (it has: api)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_secret_written_into_the_pipeline_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &PIPELINE.replace("\"${API_PASSWORD:-root}\"", "hunter2"),
+    );
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let (code, stderr) = run_in(dir.path(), &["test"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("`test.auth.password`: secrets never live in this file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_missing_pipeline_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::deployer()
+        .current_dir(dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pipeline.yaml in"));
+}
+
+#[test]
+fn no_docker_daemon_is_explained() {
+    let out = deployer()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no Docker daemon: /nonexistent/docker.sock does not exist"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,176 @@
+//! A small harness for running the real `deployer` binary against the real
+//! Docker daemon. Every test works in its own compose project (unique name,
+//! free ports) and removes everything labelled with that project when done.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The workspace root: where pipeline.yaml lives.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A `deployer` command run from the workspace root, with the stack's
+/// variables cleared so the caller's environment cannot leak in.
+pub fn deployer() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command.current_dir(root()).stdin(Stdio::null());
+    for var in [
+        "API_PORT",
+        "FRONTEND_PORT",
+        "API_LOG",
+        "FRONTEND_LOG",
+        "TAG",
+        "DOCKER_IMAGE_BACKEND",
+        "DOCKER_IMAGE_FRONTEND",
+        "COMPOSE_PROJECT_NAME",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Builds the images once per test binary (`deployer build`).
+pub fn build_images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = deployer()
+            .arg("build")
+            .output()
+            .expect("run deployer build");
+        assert!(
+            out.status.success(),
+            "deployer build failed:\n{}",
+            text(&out)
+        );
+    });
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `docker ARGS` and returns its stdout; for inspecting what the
+/// deployer did, and for cleaning up after it.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A compose project owned by one test: its name, its ports, and a Drop
+/// that removes every container, network and volume labelled with it.
+pub struct Project {
+    pub name: String,
+    pub api_port: u16,
+    pub frontend_port: u16,
+}
+
+impl Project {
+    pub fn new(test: &str) -> Project {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "dtest-{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Project {
+            name,
+            api_port: free_port(),
+            frontend_port: free_port(),
+        }
+    }
+
+    /// `deployer -p NAME ARGS` with this project's ports.
+    pub fn deployer(&self, args: &[&str]) -> Command {
+        let mut command = deployer();
+        command
+            .args(["-p", &self.name])
+            .args(args)
+            .env("API_PORT", self.api_port.to_string())
+            .env("FRONTEND_PORT", self.frontend_port.to_string());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.deployer(args).output().expect("run deployer")
+    }
+
+    /// Container name → id of this project's containers.
+    pub fn containers(&self) -> Vec<(String, String)> {
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.name),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_owned(), i.to_owned()))
+        .collect()
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    pub fn frontend_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.frontend_port)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).split_whitespace() {
+            docker(&["network", "rm", id]);
+        }
+        for name in docker(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
+            docker(&["volume", "rm", "-f", name]);
+        }
+    }
+}
+
+/// GET with basic auth root:root; (status, body).
+pub fn get(url: &str, auth: bool) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new().get(url);
+        if auth {
+            request = request.basic_auth("root", Some("root"));
+        }
+        let response = request.send().await.expect("request");
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
