@@ -55,16 +55,19 @@ pub async fn connect_unix(socket: &str) -> anyhow::Result<Docker> {
 }
 
 fn explain_connect(socket: &str, error: bollard::errors::Error) -> anyhow::Error {
-    let text = format!("{error:#}").to_lowercase();
-    let source_text = std::error::Error::source(&error)
-        .map(|s| s.to_string().to_lowercase())
-        .unwrap_or_default();
-    if text.contains("permission denied") || source_text.contains("permission denied") {
+    // The useful part (the OS error) is at the bottom of the source chain.
+    let mut text = error.to_string().to_lowercase();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string().to_lowercase());
+        source = cause.source();
+    }
+    if text.contains("permission denied") {
         anyhow!(
             "permission denied on the Docker socket {socket}: add yourself to the `docker` group \
              (`sudo usermod -aG docker $USER`, then log in again) or run as root"
         )
-    } else if text.contains("connection refused") || source_text.contains("connection refused") {
+    } else if text.contains("connection refused") {
         anyhow!(
             "no Docker daemon is listening on {socket} (connection refused): start Docker \
              (`sudo systemctl start docker`, or `scripts/ensure-docker`)"

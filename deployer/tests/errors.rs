@@ -1,5 +1,6 @@
-//! Broken pipeline.yaml and docker-compose.yml files: each gets an error
-//! naming the file, the place and what is expected, and exit code 1.
+//! Errors a user meets: broken pipeline.yaml and docker-compose.yml files
+//! (named by file, line and column, or key), a missing pipeline, no Docker
+//! daemon, a socket they may not use. Each gets a message and exit code 1.
 
 mod support;
 
@@ -122,6 +123,26 @@ fn no_docker_daemon_is_explained() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no Docker daemon: /nonexistent/docker.sock does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn permission_denied_on_the_docker_socket_is_explained() {
+    // Run as `nobody`, who is not in the docker group. Needs root to switch
+    // user, which the test command has (it installs packages and starts dockerd).
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_deployer"))
+        .arg("status")
+        .current_dir(support::root());
+    let out = command.output().expect("setpriv (util-linux) runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("permission denied on the Docker socket")
+            && stderr.contains("docker` group"),
         "{stderr}"
     );
 }
