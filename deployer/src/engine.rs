@@ -18,9 +18,9 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
-    UploadToContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
+    ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -165,47 +165,111 @@ impl<'a> Engine<'a> {
     /// Puts a seed file into a new volume through a container that is
     /// created and never started (scratch images have no shell to copy with).
     async fn seed_volume(&self, stack: &Stack, seed: &Seed) -> anyhow::Result<()> {
-        let (service, target) = stack
-            .services
-            .iter()
-            .find_map(|s| {
-                s.mounts.iter().find_map(|m| match m {
-                    Mount::Volume { key, target, .. } if key == &seed.volume => {
-                        Some((s, target.clone()))
-                    }
-                    _ => None,
-                })
-            })
-            .ok_or_else(|| anyhow!("no service mounts the volume {:?} to seed", seed.volume))?;
+        let (image, target) = volume_user(stack, &seed.volume)?;
         let volume = stack.volume_name(&seed.volume);
-        let data = std::fs::read(&seed.file)
-            .with_context(|| format!("cannot read the seed file {}", seed.file.display()))?;
-        let file_name = seed
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "seed".into());
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(seed.uid);
-        header.set_gid(seed.gid);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, &file_name, data.as_slice())?;
-        let tar = tar.into_inner()?;
+        let id = self
+            .helper_container(stack, &image, &volume, &target)
+            .await?;
+        let upload = match seed_tar(seed) {
+            Ok(tar) => self.upload(&id, &target, tar).await,
+            Err(e) => Err(e),
+        };
+        self.remove(&id).await?;
+        self.unfinished.done(&Made::Container(id));
+        upload.with_context(|| format!("cannot seed the volume {volume}"))?;
+        self.progress.println(&format!(
+            "volume {volume} seeded with {}",
+            seed.file.display()
+        ));
+        Ok(())
+    }
 
+    /// Replaces the seed file in an existing volume after copying the live
+    /// file beside it as `<name>.backup-<time>` (`deploy --reseed-data`).
+    /// Returns the backup's name.
+    pub async fn reseed(&self, stack: &Stack, seed: &Seed) -> anyhow::Result<String> {
+        let file_name = seed_file_name(seed);
+        let (image, target) = volume_user(stack, &seed.volume)?;
+        let volume = stack.volume_name(&seed.volume);
+        let id = self
+            .helper_container(stack, &image, &volume, &target)
+            .await?;
+        let result = async {
+            // The live file arrives as a tar stream of one entry.
+            let mut archive = Vec::new();
+            let mut stream = self.docker.download_from_container(
+                &id,
+                Some(DownloadFromContainerOptions {
+                    path: format!("{target}/{file_name}"),
+                }),
+            );
+            while let Some(chunk) = stream.next().await {
+                archive.extend_from_slice(&chunk.map_err(|e| {
+                    anyhow!(
+                        "cannot read the live {file_name} in {volume}: {}",
+                        message(&e)
+                    )
+                })?);
+            }
+            let backup = format!("{file_name}.backup-{}", crate::host::now().replace(':', ""));
+            let mut entries = tar::Archive::new(archive.as_slice());
+            let mut renamed = tar::Builder::new(Vec::new());
+            if let Some(entry) = entries.entries()?.next() {
+                let mut entry = entry?;
+                let mut header = entry.header().clone();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data)?;
+                renamed.append_data(&mut header, &backup, data.as_slice())?;
+            }
+            // The backup first: if it cannot be written, the live file stays.
+            self.upload(&id, &target, renamed.into_inner()?).await?;
+            self.upload(&id, &target, seed_tar(seed)?).await?;
+            Ok::<_, anyhow::Error>(backup)
+        }
+        .await;
+        self.remove(&id).await?;
+        self.unfinished.done(&Made::Container(id));
+        let backup = result.with_context(|| format!("cannot reseed the volume {volume}"))?;
+        self.progress.println(&format!(
+            "volume {volume} reseeded from {}; the live file was kept as {backup}",
+            seed.file.display()
+        ));
+        Ok(backup)
+    }
+
+    async fn upload(&self, id: &str, target: &str, tar: Vec<u8>) -> anyhow::Result<()> {
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: target.to_owned(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await
+            .map_err(|e| anyhow!("cannot write into {target}: {}", message(&e)))
+    }
+
+    /// A created, never-started container with `volume` mounted at
+    /// `target`, for copying files in and out (scratch images have no shell).
+    async fn helper_container(
+        &self,
+        stack: &Stack,
+        image: &str,
+        volume: &str,
+        target: &str,
+    ) -> anyhow::Result<String> {
         let name = format!("{}-seed-{}", stack.project, std::process::id());
         let created = self
             .docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(name.clone()),
+                    name: Some(name),
                     ..Default::default()
                 }),
                 ContainerCreateBody {
-                    image: Some(service.image.clone()),
+                    image: Some(image.to_owned()),
                     labels: Some(HashMap::from([
                         (labels::PROJECT.to_owned(), stack.project.clone()),
                         (labels::ONEOFF.to_owned(), "True".to_owned()),
@@ -220,41 +284,13 @@ impl<'a> Engine<'a> {
             .await
             .map_err(|e| {
                 anyhow!(
-                    "cannot seed the volume {volume}: creating a container from {} failed: {} \
-                     (build the images first: `deployer build`)",
-                    service.image,
+                    "cannot reach the volume {volume}: creating a container from {image} failed: {} \
+                     (build or pull the images first)",
                     message(&e)
                 )
             })?;
         self.unfinished.add(Made::Container(created.id.clone()));
-        let upload = self
-            .docker
-            .upload_to_container(
-                &created.id,
-                Some(UploadToContainerOptions {
-                    path: target.clone(),
-                    ..Default::default()
-                }),
-                bollard::body_full(tar.into()),
-            )
-            .await;
-        let _ = self
-            .docker
-            .remove_container(
-                &created.id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-        self.unfinished.done(&Made::Container(created.id.clone()));
-        upload.map_err(|e| anyhow!("cannot seed the volume {volume}: {}", message(&e)))?;
-        self.progress.println(&format!(
-            "volume {volume} seeded with {}",
-            seed.file.display()
-        ));
-        Ok(())
+        Ok(created.id)
     }
 
     /// Removes containers of the project whose service is no longer in the stack.
@@ -637,6 +673,45 @@ pub async fn project_containers(
             }
         })
         .collect())
+}
+
+/// The image and mount point of the first service that mounts `volume`.
+fn volume_user(stack: &Stack, volume: &str) -> anyhow::Result<(String, String)> {
+    stack
+        .services
+        .iter()
+        .find_map(|s| {
+            s.mounts.iter().find_map(|m| match m {
+                Mount::Volume { key, target, .. } if key == volume => {
+                    Some((s.image.clone(), target.clone()))
+                }
+                _ => None,
+            })
+        })
+        .ok_or_else(|| anyhow!("no service mounts the volume {volume:?}"))
+}
+
+fn seed_file_name(seed: &Seed) -> String {
+    seed.file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "seed".into())
+}
+
+/// The seed file as a one-entry tar, owned as the pipeline says.
+fn seed_tar(seed: &Seed) -> anyhow::Result<Vec<u8>> {
+    let data = std::fs::read(&seed.file)
+        .with_context(|| format!("cannot read the seed file {}", seed.file.display()))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(seed.uid);
+    header.set_gid(seed.gid);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, seed_file_name(seed), data.as_slice())?;
+    Ok(tar.into_inner()?)
 }
 
 /// A container's health as the gate sees it.

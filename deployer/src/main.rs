@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use deployer::commands::deploy::HostFlags;
 use deployer::commands::{self, Files, Workspace};
 use deployer::progress::Progress;
 
@@ -67,11 +68,62 @@ enum Command {
     /// Exits non-zero if any check fails. Does not build: run `build` first.
     Test,
     /// Show each service's container, image, state, health, uptime, ports
-    /// and restarts. Exits 1 when a service is missing or unhealthy.
+    /// and restarts, the last deploy recorded here, the number of students
+    /// and whether the API answers. Exits 1 when a service is missing or
+    /// unhealthy. On the deploy host it reads the local daemon; from
+    /// elsewhere, pass --host.
     Status {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Deploy a released version to the EC2 host over SSH: pull the images
+    /// (while the old version serves), seed data only where none exists,
+    /// replace the services one at a time behind their healthchecks, run the
+    /// read-only acceptance checks. If that fails, the previous version is
+    /// put back and the command exits 1. A lock refuses a concurrent deploy;
+    /// every deploy is appended to ~/student-ages/audit.log on the host.
+    ///
+    /// The SSH key comes from EC2_PRIVATE_KEY (a file), known hosts from
+    /// EC2_KNOWN_HOSTS (default: yours), the host's Docker socket from
+    /// EC2_DOCKER_SOCKET (default /var/run/docker.sock); registry
+    /// credentials from DOCKER_USERNAME / DOCKER_PASSWORD.
+    Deploy {
+        #[command(flatten)]
+        host: HostArgs,
+        /// The image tag to deploy [default: this checkout's git version].
+        #[arg(long)]
+        tag: Option<String>,
+        /// Replace the host's data with pipeline.yaml's seed files, after
+        /// keeping the live files as timestamped backups beside them.
+        #[arg(long)]
+        reseed_data: bool,
+    },
+    /// Put back the version deployed before the current one (or --to TAG),
+    /// if its images are still on the host.
+    Rollback {
+        #[command(flatten)]
+        host: HostArgs,
+        /// The image tag to go back to [default: the previous good deploy].
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Push the built images (git version tag and `latest`) to the registry
+    /// of pipeline.yaml. Credentials: DOCKER_USERNAME and DOCKER_PASSWORD in
+    /// the environment; they are checked before anything is pushed.
+    Push {
+        /// Allow pushing a `-dirty` version (uncommitted changes).
+        #[arg(long)]
+        allow_dirty: bool,
+    },
+    /// What CI runs: check the registry login, build, test, push. Nothing is
+    /// pushed if a check fails; a wrong password fails before the build.
+    Release {
+        /// Allow releasing a `-dirty` version (uncommitted changes).
+        #[arg(long)]
+        allow_dirty: bool,
     },
     /// Print the services' logs, each line prefixed by its service.
     Logs {
@@ -83,7 +135,31 @@ enum Command {
         /// Lines from the end of each log to show first ("all" for everything).
         #[arg(long, default_value = "100")]
         tail: String,
+        #[command(flatten)]
+        host: HostArgs,
     },
+}
+
+/// The deploy host.
+#[derive(Debug, clap::Args)]
+struct HostArgs {
+    /// The deploy host, [user@]host[:port] [default: AWS_EC2_INSTANCE, else
+    /// pipeline.yaml's deploy.host].
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    host: Option<String>,
+    /// Trust the host's key if known_hosts has none for it yet (and record
+    /// it). A key that differs from the recorded one is always refused.
+    #[arg(long)]
+    accept_new_host_key: bool,
+}
+
+impl HostArgs {
+    fn flags(&self) -> HostFlags {
+        HostFlags {
+            host: self.host.clone(),
+            accept_new_host_key: self.accept_new_host_key,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,16 +197,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Down { volumes } => commands::down::run(&workspace, volumes, &progress).await?,
         Command::Test => commands::test::run(&workspace, &progress).await?,
-        Command::Status { json } => {
-            if !commands::status::run(&workspace, json).await? {
+        Command::Status { json, host } => {
+            let remote = host.host.is_some().then(|| host.flags());
+            if !commands::status::run(&workspace, json, remote.as_ref()).await? {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Deploy {
+            host,
+            tag,
+            reseed_data,
+        } => {
+            let options = commands::deploy::Options {
+                host: host.flags(),
+                tag,
+                reseed_data,
+            };
+            commands::deploy::deploy(&workspace, &options, &progress).await?;
+        }
+        Command::Rollback { host, to } => {
+            commands::deploy::rollback(&workspace, &host.flags(), to.as_deref(), &progress).await?;
+        }
+        Command::Push { allow_dirty } => {
+            let options = commands::push::Options { allow_dirty };
+            commands::push::run(&workspace, &options, &progress, false).await?;
+        }
+        Command::Release { allow_dirty } => {
+            let options = commands::push::Options { allow_dirty };
+            commands::release::run(&workspace, &options, &progress).await?;
         }
         Command::Logs {
             service,
             follow,
             tail,
-        } => commands::logs::run(&workspace, service.as_deref(), follow, &tail).await?,
+            host,
+        } => {
+            let remote = host.host.is_some().then(|| host.flags());
+            let options = commands::logs::Options {
+                service: service.as_deref(),
+                follow,
+                tail: &tail,
+            };
+            commands::logs::run(&workspace, &options, remote.as_ref()).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,16 +5,46 @@ use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 
 use crate::commands::Workspace;
+use crate::commands::deploy::{self, HostFlags};
 use crate::engine::project_containers;
 use crate::stack::labels;
 
+pub struct Options<'a> {
+    pub service: Option<&'a str>,
+    pub follow: bool,
+    pub tail: &'a str,
+}
+
+/// Streams the logs of the local stack, or of the deploy host's with `host`.
 pub async fn run(
     workspace: &Workspace,
-    service: Option<&str>,
-    follow: bool,
-    tail: &str,
+    options: &Options<'_>,
+    host: Option<&HostFlags>,
 ) -> anyhow::Result<()> {
-    let docker = crate::docker::connect_local().await?;
+    match host {
+        None => {
+            let docker = crate::docker::connect_local().await?;
+            stream(workspace, &docker, options).await
+        }
+        Some(flags) => {
+            let (remote, docker) = deploy::connect(workspace, flags).await?;
+            let result = stream(workspace, &docker, options).await;
+            remote.close().await;
+            result
+        }
+    }
+}
+
+async fn stream(
+    workspace: &Workspace,
+    docker: &bollard::Docker,
+    options: &Options<'_>,
+) -> anyhow::Result<()> {
+    let Options {
+        service,
+        follow,
+        tail,
+    } = *options;
     let stack = &workspace.stack;
     if let Some(name) = service
         && stack.service(name).is_none()
@@ -25,7 +55,7 @@ pub async fn run(
             names.join(", ")
         );
     }
-    let containers = project_containers(&docker, &stack.project).await?;
+    let containers = project_containers(docker, &stack.project).await?;
     let width = stack
         .services
         .iter()

@@ -2,8 +2,11 @@
 //! images, checks and status modules, and prints what a user needs.
 
 pub mod build;
+pub mod deploy;
 pub mod down;
 pub mod logs;
+pub mod push;
+pub mod release;
 pub mod status;
 pub mod test;
 pub mod up;
@@ -20,6 +23,8 @@ use crate::stack::Stack;
 pub struct Workspace {
     pub pipeline: Pipeline,
     pub stack: Stack,
+    env: Environment,
+    project_flag: Option<String>,
 }
 
 /// Where to find the files, from the global flags.
@@ -47,7 +52,36 @@ impl Workspace {
             &lookup,
         )?;
         pipeline.check_against(&stack)?;
-        Ok(Workspace { pipeline, stack })
+        Ok(Workspace {
+            pipeline,
+            stack,
+            env,
+            project_flag: files.project_name.map(str::to_owned),
+        })
+    }
+
+    /// The stack as it resolves with `overlay` taking precedence over the
+    /// environment: the same compose file, seen from a deploy host.
+    pub fn stack_with(&self, overlay: &[(String, String)]) -> anyhow::Result<Stack> {
+        let lookup = |key: &str| {
+            overlay
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| self.env.get(key))
+        };
+        Ok(compose::load(
+            &self.pipeline.compose,
+            compose::ProjectName {
+                flag: self.project_flag.as_deref(),
+            },
+            &lookup,
+        )?)
+    }
+
+    /// A variable as the files see it (environment, then `.env`).
+    pub fn var(&self, key: &str) -> Option<String> {
+        self.env.get(key).filter(|v| !v.is_empty())
     }
 }
 

@@ -19,6 +19,24 @@ struct PipelineFile {
     #[serde(default)]
     seed: Vec<SeedDef>,
     test: TestDef,
+    registry: Option<RegistryDef>,
+    deploy: Option<DeployDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryDef {
+    server: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployDef {
+    host: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +82,8 @@ struct CheckDef {
     auth: bool,
     body: Option<serde_json::Value>,
     expect: ExpectDef,
+    /// Also run after a deploy, against the live host (default: for reads).
+    deploy: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +107,36 @@ pub struct Pipeline {
     pub seeds: Vec<Seed>,
     pub auth: Auth,
     pub checks: Vec<Check>,
+    pub registry: Option<RegistrySettings>,
+    pub deploy: DeploySettings,
+}
+
+/// Where `push` sends images and `deploy` pulls them from.
+#[derive(Clone)]
+pub struct RegistrySettings {
+    /// `docker.io`, or `host[:port]`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The deploy target and what differs there.
+#[derive(Debug, Clone, Default)]
+pub struct DeploySettings {
+    /// `[user@]host[:port]`, if the file names one.
+    pub host: Option<String>,
+    /// Variables for interpolating the compose file on the host (ports).
+    pub env: Vec<(String, String)>,
 }
 
 /// How the image of one compose service is built.
@@ -138,6 +188,8 @@ pub struct Check {
     /// JSON pointer (`/student_ages/alice`) → expected value.
     pub json: Vec<(String, serde_json::Value)>,
     pub body_contains: Vec<String>,
+    /// Run after a deploy too, against live data: only checks that read.
+    pub on_deploy: bool,
 }
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "HEAD"];
@@ -235,7 +287,16 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                     ));
                 }
             }
+            let reads = method == "GET" || method == "HEAD";
+            let on_deploy = def.deploy.unwrap_or(reads);
+            if on_deploy && !reads {
+                return Err(invalid(
+                    key("deploy"),
+                    format!("a {method} check writes, so it cannot run against a live host's data"),
+                ));
+            }
             Ok(Check {
+                on_deploy,
                 name: def.name,
                 service: def.service,
                 method: method.to_owned(),
@@ -248,8 +309,50 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
+    let registry = match file.registry {
+        None => None,
+        Some(def) => {
+            if def
+                .password
+                .as_deref()
+                .is_some_and(|p| !p.is_empty() && !p.contains("${"))
+            {
+                return Err(invalid(
+                    "registry.password".into(),
+                    "secrets never live in this file: write \"${DOCKER_PASSWORD}\" and set \
+                     the variable in the environment"
+                        .into(),
+                ));
+            }
+            let optional = |key: &str, value: &Option<String>| match value {
+                Some(v) => text(key, v),
+                None => Ok(String::new()),
+            };
+            Some(RegistrySettings {
+                server: text("registry.server", &def.server)?,
+                username: optional("registry.username", &def.username)?,
+                password: optional("registry.password", &def.password)?,
+            })
+        }
+    };
+    let deploy = match file.deploy {
+        None => DeploySettings::default(),
+        Some(def) => DeploySettings {
+            host: match def.host {
+                Some(h) => Some(text("deploy.host", &h)?).filter(|h| !h.is_empty()),
+                None => None,
+            },
+            env: def
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), text(&format!("deploy.env.{k}"), v)?)))
+                .collect::<Result<_, ConfigError>>()?,
+        },
+    };
     Ok(Pipeline {
         path: path.to_owned(),
+        registry,
+        deploy,
         root,
         compose,
         images,

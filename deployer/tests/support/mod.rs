@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ec2;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,393 @@
+//! `deployer deploy` and `deployer rollback`: run a released version on the
+//! EC2 host over one SSH connection.
+//!
+//! Order (after Kamal's lessons): check the registry login, connect, take
+//! the host lock, pull the new images while the old version still serves,
+//! then apply the stack with the same engine as `up` (one service at a time,
+//! health-gated), run the read-only acceptance checks through the SSH
+//! connection, and only then count the deploy as done. If anything fails
+//! after the pull, the previous version (from the host's audit log) is
+//! applied again. Every attempt is appended to the audit log; the deployer
+//! itself, pipeline.yaml, the compose file and a `.env` naming the deployed
+//! version are left on the host, so `deployer status` works there.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+
+use crate::checks;
+use crate::commands::{Workspace, push};
+use crate::engine::{Action, Engine};
+use crate::host::{AuditEntry, HostDir, now, previous_version};
+use crate::images;
+use crate::progress::Progress;
+use crate::remote::{ConnectOptions, Remote, Target, put_if_changed, who};
+use crate::stack::Stack;
+
+/// Where and how to connect, from flags (which beat the environment, which
+/// beats pipeline.yaml).
+#[derive(Debug, Clone, Default)]
+pub struct HostFlags {
+    pub host: Option<String>,
+    pub accept_new_host_key: bool,
+}
+
+pub struct Options {
+    pub host: HostFlags,
+    /// The version to deploy; the checkout's git version by default.
+    pub tag: Option<String>,
+    pub reseed_data: bool,
+}
+
+/// Resolves the target and connection settings.
+pub fn target(
+    workspace: &Workspace,
+    flags: &HostFlags,
+) -> anyhow::Result<(Target, ConnectOptions)> {
+    let text = flags
+        .host
+        .clone()
+        .or_else(|| workspace.var("AWS_EC2_INSTANCE"))
+        .or_else(|| workspace.pipeline.deploy.host.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "no deploy host: pass --host [user@]host[:port], set AWS_EC2_INSTANCE, or set \
+                 deploy.host in {}",
+                workspace.pipeline.path.display()
+            )
+        })?;
+    let target = Target::parse(&text)?;
+    let options = ConnectOptions {
+        key: workspace.var("EC2_PRIVATE_KEY").map(PathBuf::from),
+        known_hosts: workspace.var("EC2_KNOWN_HOSTS").map(PathBuf::from),
+        docker_socket: workspace
+            .var("EC2_DOCKER_SOCKET")
+            .unwrap_or_else(|| "/var/run/docker.sock".into()),
+        accept_new_host_key: flags.accept_new_host_key,
+    };
+    Ok((target, options))
+}
+
+/// Connects to the host and its Docker daemon.
+pub async fn connect(workspace: &Workspace, flags: &HostFlags) -> anyhow::Result<(Remote, Docker)> {
+    let (target, options) = target(workspace, flags)?;
+    let mut remote = Remote::connect(&target, &options).await?;
+    match remote.docker(&options.docker_socket).await {
+        Ok(docker) => Ok((remote, docker)),
+        Err(e) => {
+            remote.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The variables the stack resolves with on the host: the version, then
+/// pipeline.yaml's `deploy.env` (the host's ports).
+fn host_overlay(workspace: &Workspace, tag: &str) -> Vec<(String, String)> {
+    let mut overlay = vec![("TAG".to_owned(), tag.to_owned())];
+    overlay.extend(workspace.pipeline.deploy.env.iter().cloned());
+    overlay
+}
+
+pub async fn deploy(
+    workspace: &Workspace,
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let registry = push::registry(workspace)?;
+    if !registry.settings.username.is_empty() {
+        registry.check_login().await?;
+    }
+    let tag = match &options.tag {
+        Some(tag) => tag.clone(),
+        None => images::version_tag(&workspace.pipeline.root),
+    };
+    let (mut remote, docker) = connect(workspace, &options.host).await?;
+    progress.println(&format!("connected to {}", remote.target));
+    let result = async {
+        let dir = HostDir::open(&remote).await?;
+        let lock = dir.lock(&remote, &who()).await?;
+        let outcome = async {
+            // Pull first: the running version serves while images download.
+            let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
+            let mut pulled = Vec::new();
+            for spec in &workspace.pipeline.images {
+                let service = stack
+                    .service(&spec.service)
+                    .expect("checked against the stack");
+                let repository = images::repository(&service.image);
+                pulled.push(registry.pull(&docker, repository, &tag, progress).await?);
+            }
+            let history = dir.audit(&remote).await?;
+            let previous = previous_version(&history, &tag);
+            let applied = apply_and_check(
+                workspace,
+                &mut remote,
+                &docker,
+                &stack,
+                progress,
+                options.reseed_data,
+            )
+            .await;
+            let result = match &applied {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => {
+                    let why = format!("{error:#}");
+                    match &previous {
+                        Some(previous) => {
+                            progress.println(&format!(
+                                "deploy of {tag} failed; putting {previous} back"
+                            ));
+                            let back = workspace.stack_with(&host_overlay(workspace, previous))?;
+                            match apply_and_check(
+                                workspace,
+                                &mut remote,
+                                &docker,
+                                &back,
+                                progress,
+                                false,
+                            )
+                            .await
+                            {
+                                Ok(_) => {
+                                    format!("failed, {previous} restored: {}", first_line(&why))
+                                }
+                                Err(e) => format!(
+                                    "failed, and restoring {previous} failed too: {}; {}",
+                                    first_line(&why),
+                                    first_line(&format!("{e:#}"))
+                                ),
+                            }
+                        }
+                        None => format!(
+                            "failed (no previous version to restore): {}",
+                            first_line(&why)
+                        ),
+                    }
+                }
+            };
+            dir.append_audit(
+                &remote,
+                &AuditEntry {
+                    time: now(),
+                    who: who(),
+                    action: "deploy".into(),
+                    version: tag.clone(),
+                    images: pulled,
+                    result: result.clone(),
+                },
+            )
+            .await?;
+            match applied {
+                Ok(actions) => {
+                    install_on_host(workspace, &remote, &dir, &tag).await?;
+                    let changed = actions
+                        .iter()
+                        .filter(|(_, a)| *a != Action::Unchanged)
+                        .count();
+                    progress.println(&format!(
+                        "deployed {tag} to {} ({changed} of {} services changed)",
+                        remote.target,
+                        actions.len()
+                    ));
+                    Ok(())
+                }
+                Err(error) => Err(error.context(format!(
+                    "the deploy of {tag} to {} failed ({result})",
+                    remote.target
+                ))),
+            }
+        }
+        .await;
+        let released = lock.release(&remote).await;
+        outcome?;
+        released
+    }
+    .await;
+    remote.close().await;
+    result
+}
+
+/// Applies `stack`, then runs the read-only acceptance checks through the
+/// SSH connection.
+async fn apply_and_check(
+    workspace: &Workspace,
+    remote: &mut Remote,
+    docker: &Docker,
+    stack: &Stack,
+    progress: &Progress,
+    reseed: bool,
+) -> anyhow::Result<Vec<(String, Action)>> {
+    let engine = Engine::new(docker, progress);
+    if reseed {
+        for seed in &workspace.pipeline.seeds {
+            if docker
+                .inspect_volume(&stack.volume_name(&seed.volume))
+                .await
+                .is_ok()
+            {
+                engine.reseed(stack, seed).await?;
+            }
+        }
+    }
+    let actions = engine.apply(stack, &workspace.pipeline.seeds).await?;
+    let mut base_urls = HashMap::new();
+    for service in &stack.services {
+        if let Some(port) = service.ports.first()
+            && let Ok(host_port) = port.host_port.parse::<u16>()
+        {
+            let local = remote.forward_tcp(host_port).await?;
+            base_urls.insert(service.name.clone(), format!("http://127.0.0.1:{local}"));
+        }
+    }
+    // Only checks that read: a deploy must not write test data into the
+    // live file.
+    let read_only: Vec<_> = workspace
+        .pipeline
+        .checks
+        .iter()
+        .filter(|c| c.on_deploy)
+        .cloned()
+        .collect();
+    let outcomes = checks::run(&read_only, &base_urls, &workspace.pipeline.auth).await;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.failure.as_ref().map(|f| format!("{}: {f}", o.name)))
+        .collect();
+    for outcome in &outcomes {
+        if outcome.failure.is_none() {
+            progress.println(&format!("PASS  {}", outcome.name));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "acceptance checks failed on the host:\n  {}",
+            failed.join("\n  ")
+        );
+    }
+    Ok(actions)
+}
+
+/// Leaves what `deployer status` needs on the host: the binary, the two
+/// files, and a `.env` naming the deployed version and ports.
+async fn install_on_host(
+    workspace: &Workspace,
+    remote: &Remote,
+    dir: &HostDir,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the deployer's own binary")?;
+    put_if_changed(remote, &exe, &dir.file("deployer"), "755").await?;
+    put_if_changed(
+        remote,
+        &workspace.pipeline.path,
+        &dir.file("pipeline.yaml"),
+        "644",
+    )
+    .await?;
+    let compose_name = workspace
+        .pipeline
+        .compose
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "docker-compose.yml".into());
+    put_if_changed(
+        remote,
+        &workspace.pipeline.compose,
+        &dir.file(&compose_name),
+        "644",
+    )
+    .await?;
+    let mut env = format!(
+        "# Written by `deployer deploy`: what runs here. No secrets.\nCOMPOSE_PROJECT_NAME={}\n",
+        workspace.stack.project
+    );
+    for (key, value) in host_overlay(workspace, tag) {
+        env.push_str(&format!("{key}={value}\n"));
+    }
+    for key in ["DOCKER_IMAGE_BACKEND", "DOCKER_IMAGE_FRONTEND"] {
+        if let Some(value) = workspace.var(key) {
+            env.push_str(&format!("{key}={value}\n"));
+        }
+    }
+    remote
+        .write_file(&dir.file(".env"), env.as_bytes(), "644")
+        .await
+}
+
+pub async fn rollback(
+    workspace: &Workspace,
+    flags: &HostFlags,
+    to: Option<&str>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let (mut remote, docker) = connect(workspace, flags).await?;
+    let result = async {
+        let dir = HostDir::open(&remote).await?;
+        let lock = dir.lock(&remote, &who()).await?;
+        let outcome = async {
+            let history = dir.audit(&remote).await?;
+            let current = history
+                .iter()
+                .rev()
+                .find(|e| e.ok())
+                .map(|e| e.version.clone());
+            let tag = match to {
+                Some(tag) => tag.to_owned(),
+                None => previous_version(&history, current.as_deref().unwrap_or_default())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "no earlier version in the audit log of {}: name one with --to TAG",
+                            remote.target
+                        )
+                    })?,
+            };
+            let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
+            for service in &stack.services {
+                if docker.inspect_image(&service.image).await.is_err() {
+                    bail!(
+                        "{} is no longer on {}: deploy it instead (`deployer deploy --tag {tag}`), \
+                         which pulls it",
+                        service.image,
+                        remote.target
+                    );
+                }
+            }
+            let applied =
+                apply_and_check(workspace, &mut remote, &docker, &stack, progress, false).await;
+            let result = match &applied {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("failed: {}", first_line(&format!("{e:#}"))),
+            };
+            dir.append_audit(
+                &remote,
+                &AuditEntry {
+                    time: now(),
+                    who: who(),
+                    action: "rollback".into(),
+                    version: tag.clone(),
+                    images: stack.services.iter().map(|s| s.image.clone()).collect(),
+                    result,
+                },
+            )
+            .await?;
+            applied?;
+            install_on_host(workspace, &remote, &dir, &tag).await?;
+            progress.println(&format!("rolled back {} to {tag}", remote.target));
+            Ok(())
+        }
+        .await;
+        let released = lock.release(&remote).await;
+        outcome?;
+        released
+    }
+    .await;
+    remote.close().await;
+    result
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}

@@ -1,0 +1,156 @@
+//! What the deployer keeps on a deploy host, in `~/student-ages/`: the lock
+//! that refuses a second concurrent deploy, and the audit log of every
+//! deploy (JSON lines: who, when, which version, the result).
+
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::remote::Remote;
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub time: String,
+    pub who: String,
+    /// `deploy` or `rollback`.
+    pub action: String,
+    /// The image tag deployed.
+    pub version: String,
+    pub images: Vec<String>,
+    /// `ok`, or what failed (and what was put back).
+    pub result: String,
+}
+
+impl AuditEntry {
+    pub fn ok(&self) -> bool {
+        self.result == "ok"
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Parses the audit log, skipping lines it cannot read (a log is for people
+/// too, and a torn last line must not block a deploy).
+pub fn parse_audit(text: &str) -> Vec<AuditEntry> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The version that ran before the current one: the last successful
+/// deploy or rollback whose version differs from `current`.
+pub fn previous_version(entries: &[AuditEntry], current: &str) -> Option<String> {
+    entries
+        .iter()
+        .rev()
+        .filter(|e| e.ok() && e.version != current)
+        .map(|e| e.version.clone())
+        .next()
+}
+
+/// The host's deploy directory and its files.
+pub struct HostDir {
+    pub path: String,
+}
+
+impl HostDir {
+    pub async fn open(remote: &Remote) -> anyhow::Result<HostDir> {
+        let home = remote.run("printenv", &["HOME"]).await?;
+        let path = format!("{}/{}", home.trim(), crate::remote::HOST_DIR);
+        remote.run("mkdir", &["-p", &path]).await?;
+        Ok(HostDir { path })
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.path)
+    }
+
+    pub async fn audit(&self, remote: &Remote) -> anyhow::Result<Vec<AuditEntry>> {
+        Ok(remote
+            .try_run("cat", &[&self.file("audit.log")])
+            .await?
+            .map(|text| parse_audit(&text))
+            .unwrap_or_default())
+    }
+
+    pub async fn append_audit(&self, remote: &Remote, entry: &AuditEntry) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        remote.append_file(&self.file("audit.log"), &line).await
+    }
+
+    /// Takes the deploy lock (an atomic `mkdir`), or says who holds it.
+    pub async fn lock(&self, remote: &Remote, who: &str) -> anyhow::Result<Lock> {
+        let lock = self.file("deploy.lock");
+        if remote.try_run("mkdir", &[&lock]).await?.is_none() {
+            let owner = remote
+                .try_run("cat", &[&format!("{lock}/owner")])
+                .await?
+                .unwrap_or_else(|| "someone (no owner recorded)".into());
+            bail!(
+                "another deploy to {} is running: the lock {lock} is held by {}. Wait for it to \
+                 finish. If no deploy is running (a killed one left the lock), remove it on the \
+                 host: rm -r {lock}",
+                remote.target,
+                owner.trim()
+            );
+        }
+        let owner = format!("{who} (pid {}) since {}\n", std::process::id(), now());
+        remote
+            .write_file(&format!("{lock}/owner"), owner.as_bytes(), "644")
+            .await
+            .map_err(|e| anyhow!("took the lock {lock} but cannot record its owner: {e:#}"))?;
+        Ok(Lock { path: lock })
+    }
+}
+
+/// The held deploy lock; `release` it when done.
+pub struct Lock {
+    path: String,
+}
+
+impl Lock {
+    pub async fn release(self, remote: &Remote) -> anyhow::Result<()> {
+        remote.run("rm", &["-r", &self.path]).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: &str, result: &str) -> AuditEntry {
+        AuditEntry {
+            time: "t".into(),
+            who: "w".into(),
+            action: "deploy".into(),
+            version: version.into(),
+            images: vec![],
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn the_previous_version_is_the_last_good_other_one() {
+        let log = [
+            entry("a", "ok"),
+            entry("b", "ok"),
+            entry("c", "failed: x"),
+            entry("b", "ok"),
+        ];
+        assert_eq!(previous_version(&log, "b").as_deref(), Some("a"));
+        assert_eq!(previous_version(&log, "c").as_deref(), Some("b"));
+        assert_eq!(previous_version(&log[..1], "a"), None);
+    }
+
+    #[test]
+    fn the_audit_log_skips_a_torn_line() {
+        let mut text = serde_json::to_string(&entry("a", "ok")).unwrap();
+        text.push_str("\n{\"time\": \"2026");
+        assert_eq!(parse_audit(&text), [entry("a", "ok")]);
+    }
+}

@@ -1,0 +1,326 @@
+//! The image registry: checking credentials before any work, pushing the
+//! stack's images with per-image progress, naming images there.
+//!
+//! Credentials go to the daemon inside the API request (bollard's
+//! `DockerCredentials`), never on a command line, and never into a message.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{CreateImageOptions, PushImageOptions, TagImageOptions};
+use futures_util::StreamExt;
+
+use crate::config::pipeline::RegistrySettings;
+use crate::progress::Progress;
+
+/// A registry and the credentials for it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub settings: RegistrySettings,
+}
+
+impl Registry {
+    pub fn new(settings: RegistrySettings) -> Registry {
+        Registry { settings }
+    }
+
+    fn is_docker_hub(&self) -> bool {
+        matches!(
+            self.settings.server.as_str(),
+            "docker.io" | "index.docker.io" | "registry-1.docker.io"
+        )
+    }
+
+    /// The name of `repository` in this registry (`localhost:5000/x`, or
+    /// `x` itself on Docker Hub).
+    pub fn name_of(&self, repository: &str) -> String {
+        if self.is_docker_hub() {
+            repository.to_owned()
+        } else {
+            format!("{}/{repository}", self.settings.server)
+        }
+    }
+
+    pub fn credentials(&self) -> Option<DockerCredentials> {
+        if self.settings.username.is_empty() {
+            return None;
+        }
+        Some(DockerCredentials {
+            username: Some(self.settings.username.clone()),
+            password: Some(self.settings.password.clone()),
+            serveraddress: Some(if self.is_docker_hub() {
+                "https://index.docker.io/v1/".to_owned()
+            } else {
+                self.settings.server.clone()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn base_url(&self) -> String {
+        let server = &self.settings.server;
+        if self.is_docker_hub() {
+            "https://registry-1.docker.io".to_owned()
+        } else if server.starts_with("localhost") || server.starts_with("127.") {
+            // Docker itself talks plain HTTP to a registry on loopback.
+            format!("http://{server}")
+        } else {
+            format!("https://{server}")
+        }
+    }
+
+    /// Asks the registry whether the credentials are good, so a wrong
+    /// password or an unreachable registry fails before any build.
+    pub async fn check_login(&self) -> anyhow::Result<()> {
+        let server = &self.settings.server;
+        if self.settings.username.is_empty() || self.settings.password.is_empty() {
+            bail!(
+                "no credentials for the registry {server}: set DOCKER_USERNAME and DOCKER_PASSWORD \
+                 in the environment (Jenkins binds them from the dockerhub-creds credential)"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let url = format!("{}/v2/", self.base_url());
+        let unreachable = |e: reqwest::Error| {
+            anyhow!(
+                "the registry {server} is unreachable ({url}): {}; check DOCKER_REGISTRY and the \
+                 network",
+                root_cause(&e)
+            )
+        };
+        let response = client.get(&url).send().await.map_err(unreachable)?;
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = match response.status().as_u16() {
+            200 => return Ok(()),
+            401 if challenge.to_lowercase().starts_with("bearer") => {
+                // Token auth (Docker Hub): ask the realm for a token.
+                let param = |name: &str| {
+                    challenge
+                        .split(',')
+                        .find_map(|part| {
+                            let (k, v) =
+                                part.trim().trim_start_matches("Bearer ").split_once('=')?;
+                            (k.trim() == name).then(|| v.trim_matches('"').to_owned())
+                        })
+                        .unwrap_or_default()
+                };
+                let realm = param("realm");
+                client
+                    .get(&realm)
+                    .query(&[("service", param("service"))])
+                    .basic_auth(&self.settings.username, Some(&self.settings.password))
+                    .send()
+                    .await
+                    .map_err(unreachable)?
+                    .status()
+            }
+            401 => client
+                .get(&url)
+                .basic_auth(&self.settings.username, Some(&self.settings.password))
+                .send()
+                .await
+                .map_err(unreachable)?
+                .status(),
+            other => {
+                bail!("the registry {server} answered {other} at {url}; is DOCKER_REGISTRY right?")
+            }
+        };
+        match status.as_u16() {
+            200 => Ok(()),
+            401 | 403 => Err(anyhow!(
+                "the registry {server} refused the login of user {:?}: wrong DOCKER_USERNAME or \
+                 DOCKER_PASSWORD (check the dockerhub-creds credential)",
+                self.settings.username
+            )),
+            other => Err(anyhow!(
+                "the registry {server} answered {other} to the login"
+            )),
+        }
+    }
+
+    /// Tags `local` (`repo:tag`) with this registry's name and pushes it,
+    /// one progress bar per image; returns the pushed reference.
+    pub async fn push(
+        &self,
+        docker: &Docker,
+        repository: &str,
+        tag: &str,
+        progress: &Progress,
+    ) -> anyhow::Result<String> {
+        let local = format!("{repository}:{tag}");
+        let remote_repo = self.name_of(repository);
+        let remote = format!("{remote_repo}:{tag}");
+        docker
+            .tag_image(
+                &local,
+                Some(TagImageOptions {
+                    repo: Some(remote_repo.clone()),
+                    tag: Some(tag.to_owned()),
+                }),
+            )
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot tag {local} as {remote}: {} (build it first: `deployer build`)",
+                    crate::docker::message(&e)
+                )
+            })?;
+        let task = progress.task(&remote, "pushing");
+        let mut stream = docker.push_image(
+            &remote_repo,
+            Some(PushImageOptions {
+                tag: Some(tag.to_owned()),
+                ..Default::default()
+            }),
+            self.credentials(),
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| {
+                task.fail("push failed");
+                anyhow!("pushing {remote} failed: {}", crate::docker::message(&e))
+            })?;
+            if let Some(detail) = info.error_detail {
+                task.fail("push failed");
+                bail!(
+                    "pushing {remote} failed: {}",
+                    detail.message.unwrap_or_default()
+                );
+            }
+            if let Some(status) = info.status {
+                let current = info.progress_detail.as_ref().and_then(|p| p.current);
+                let total = info.progress_detail.as_ref().and_then(|p| p.total);
+                match (current, total) {
+                    (Some(c), Some(t)) if t > 0 => {
+                        task.set(&format!("{status} {}%", (c.min(t) * 100 / t)))
+                    }
+                    _ => task.set(&status),
+                }
+            }
+        }
+        task.done("pushed");
+        Ok(remote)
+    }
+}
+
+impl Registry {
+    /// Pulls `repository:tag` from this registry onto `docker` (progress per
+    /// image) and tags it `repository:tag` there, the name the compose file
+    /// uses, so the stack is the same on every host.
+    pub async fn pull(
+        &self,
+        docker: &Docker,
+        repository: &str,
+        tag: &str,
+        progress: &Progress,
+    ) -> anyhow::Result<String> {
+        let remote_repo = self.name_of(repository);
+        let remote = format!("{remote_repo}:{tag}");
+        let task = progress.task(&remote, "pulling");
+        let mut stream = docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(remote_repo.clone()),
+                tag: Some(tag.to_owned()),
+                ..Default::default()
+            }),
+            None,
+            self.credentials(),
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| {
+                task.fail("pull failed");
+                anyhow!(
+                    "pulling {remote} failed: {} (was it pushed? `deployer push` / `deployer \
+                     release` push the current commit's images)",
+                    crate::docker::message(&e)
+                )
+            })?;
+            if let Some(detail) = info.error_detail {
+                task.fail("pull failed");
+                bail!(
+                    "pulling {remote} failed: {}",
+                    detail.message.unwrap_or_default()
+                );
+            }
+            if let Some(status) = info.status {
+                let current = info.progress_detail.as_ref().and_then(|p| p.current);
+                let total = info.progress_detail.as_ref().and_then(|p| p.total);
+                match (current, total) {
+                    (Some(c), Some(t)) if t > 0 => {
+                        task.set(&format!("{status} {}%", c.min(t) * 100 / t))
+                    }
+                    _ => task.set(&status),
+                }
+            }
+        }
+        if remote_repo != repository {
+            docker
+                .tag_image(
+                    &remote,
+                    Some(TagImageOptions {
+                        repo: Some(repository.to_owned()),
+                        tag: Some(tag.to_owned()),
+                    }),
+                )
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot tag {remote} as {repository}:{tag}: {}",
+                        crate::docker::message(&e)
+                    )
+                })?;
+        }
+        task.done("pulled");
+        Ok(remote)
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(server: &str) -> Registry {
+        Registry::new(RegistrySettings {
+            server: server.into(),
+            username: "u".into(),
+            password: "p".into(),
+        })
+    }
+
+    #[test]
+    fn images_are_named_by_registry() {
+        assert_eq!(registry("docker.io").name_of("team/api"), "team/api");
+        assert_eq!(
+            registry("localhost:5000").name_of("api"),
+            "localhost:5000/api"
+        );
+        assert_eq!(
+            registry("localhost:5000").base_url(),
+            "http://localhost:5000"
+        );
+        assert_eq!(registry("ghcr.io").base_url(), "https://ghcr.io");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let shown = format!("{:?}", registry("docker.io"));
+        assert!(!shown.contains("\"p\""), "{shown}");
+    }
+}
