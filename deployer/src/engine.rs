@@ -778,10 +778,16 @@ pub async fn last_logs(docker: &Docker, id: &str, lines: usize) -> String {
 }
 
 /// Identifies a service's desired container: its resolved definition and
-/// the id of the image its tag points at now.
+/// the id of the image its tag points at now. The image's name is left out:
+/// a new tag for the same image id (a release that did not change this
+/// service) must not restart it.
 pub fn config_hash(service: &Service, image_id: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(format!("{service:?}").as_bytes());
+    let unnamed = Service {
+        image: String::new(),
+        ..service.clone()
+    };
+    hasher.update(format!("{unnamed:?}").as_bytes());
     hasher.update(image_id.as_bytes());
     crate::images::hex(&hasher.finalize())
 }

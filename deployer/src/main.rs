@@ -117,6 +117,10 @@ enum Command {
         /// Allow pushing a `-dirty` version (uncommitted changes).
         #[arg(long)]
         allow_dirty: bool,
+        /// Push the local images tagged TAG (only that tag) instead of this
+        /// checkout's version and `latest`.
+        #[arg(long)]
+        tag: Option<String>,
     },
     /// What CI runs: check the registry login, build, test, push. Nothing is
     /// pushed if a check fails; a wrong password fails before the build.
@@ -218,12 +222,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback { host, to } => {
             commands::deploy::rollback(&workspace, &host.flags(), to.as_deref(), &progress).await?;
         }
-        Command::Push { allow_dirty } => {
-            let options = commands::push::Options { allow_dirty };
+        Command::Push { allow_dirty, tag } => {
+            let options = commands::push::Options { allow_dirty, tag };
             commands::push::run(&workspace, &options, &progress, false).await?;
         }
         Command::Release { allow_dirty } => {
-            let options = commands::push::Options { allow_dirty };
+            let options = commands::push::Options {
+                allow_dirty,
+                tag: None,
+            };
             commands::release::run(&workspace, &options, &progress).await?;
         }
         Command::Logs {

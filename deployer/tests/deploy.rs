@@ -123,3 +123,240 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
         "{stdout}"
     );
 }
+
+fn ids(env: &Ec2) -> String {
+    env.host.docker(&["ps", "-q", "--no-trunc"])
+}
+
+fn deployed_version(env: &Ec2) -> String {
+    let out = env
+        .deployer(&["status", "--host", &env.host.target(), "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json["last_deploy"]["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Tags the local images `from` as `to` and pushes that tag.
+fn publish(env: &Ec2, api_image: &str, to: &str) {
+    support::docker(&["tag", api_image, &format!("student-ages-api:{to}")]);
+    support::docker(&[
+        "tag",
+        "student-ages-frontend:latest",
+        &format!("student-ages-frontend:{to}"),
+    ]);
+    let out = env.deployer(&["push", "--tag", to]).output().unwrap();
+    support::docker(&[
+        "rmi",
+        &format!("student-ages-api:{to}"),
+        &format!("student-ages-frontend:{to}"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn failed_and_refused_deploys_leave_the_running_version_serving() {
+    build_images();
+    let env = Ec2::start();
+    let host = &env.host;
+    let api = |path: &str| format!("http://127.0.0.1:{}{path}", host.api_port);
+    publish(&env, "student-ages-api:latest", "v1");
+    let out = env.deployer(&["deploy", "--tag", "v1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let serving = ids(&env);
+
+    // A host key that is not the host's: refused, nothing changed.
+    let other_key = env.path().join("other_host_key");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap();
+    let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let fields: Vec<&str> = other_pub.split_whitespace().collect();
+    let wrong_known_hosts = env.path().join("wrong_known_hosts");
+    std::fs::write(
+        &wrong_known_hosts,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            host.ssh_port, fields[0], fields[1]
+        ),
+    )
+    .unwrap();
+    let out = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .env("EC2_KNOWN_HOSTS", &wrong_known_hosts)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("host key of"), "{stderr}");
+    assert!(stderr.contains("Nothing was changed"), "{stderr}");
+
+    // A key the host does not authorize: refused.
+    let out = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .env("EC2_PRIVATE_KEY", &other_key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the SSH login"), "{stderr}");
+
+    // A wrong registry password: refused before connecting.
+    let out = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .env("DOCKER_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the login"));
+    assert_eq!(ids(&env), serving, "a refused deploy must change nothing");
+
+    // A concurrent deploy is refused while another holds the lock.
+    let lock = host.home().join("student-ages/deploy.lock");
+    let mut first = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !lock.join("owner").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first deploy never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = first.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    let second = env.deployer(&["deploy", "--tag", "v1"]).output().unwrap();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another deploy to") && stderr.contains("held by"),
+        "{stderr}"
+    );
+
+    // An API image that fails its healthcheck: the deploy fails, says why,
+    // and v1 serves again.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.json"), "{ not json").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM student-ages-api:latest\nCOPY broken.json /broken.json\n\
+         ENTRYPOINT [\"/api\", \"--data-file\", \"/broken.json\"]\n",
+    )
+    .unwrap();
+    let sick = format!("dtest-sick-{}:latest", std::process::id());
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &sick])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    publish(&env, &sick, "sick");
+    support::docker(&["rmi", &sick]);
+    // Secrets stay out of every process's arguments while a deploy runs.
+    let mut deploy = env
+        .deployer(&["deploy", "--tag", "sick"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen_secret = None;
+    while deploy.try_wait().unwrap().is_none() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains(&env.registry.password) {
+                    seen_secret = Some(cmdline);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = deploy.wait_with_output().unwrap();
+    assert_eq!(
+        seen_secret, None,
+        "the registry password appeared in a command line"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("v1 restored"), "{stderr}");
+    assert!(stderr.contains("service api is unhealthy"), "{stderr}");
+    assert!(
+        stderr.contains("/broken.json"),
+        "the new container's logs: {stderr}"
+    );
+    assert!(
+        !stderr.contains(&env.registry.password)
+            && !String::from_utf8_lossy(&out.stdout).contains(&env.registry.password)
+    );
+    let (status, body) = get(&api("/supmit/api/v1.0/get_student_ages/alice"), true);
+    assert_eq!((status, body.as_str()), (200, "12"));
+    assert_eq!(
+        deployed_version(&env),
+        "sick",
+        "the audit log records the failed attempt"
+    );
+    let audit = std::fs::read_to_string(host.home().join("student-ages/audit.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .last()
+            .unwrap()
+            .contains("failed, v1 restored"),
+        "{audit}"
+    );
+
+    // Rollback: v2 (another API image) deployed, then back to v1 without
+    // naming it.
+    let v2 = format!("dtest-v2-{}:latest", std::process::id());
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM student-ages-api:latest\nLABEL v=2\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &v2])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    publish(&env, &v2, "v2");
+    support::docker(&["rmi", &v2]);
+    let out = env.deployer(&["deploy", "--tag", "v2"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        host.docker(&["ps", "--format", "{{.Image}}"])
+            .contains("student-ages-api:v2")
+    );
+    let out = env.deployer(&["rollback"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rolled back"),
+        "{}",
+        text(&out)
+    );
+    let images = host.docker(&["ps", "--format", "{{.Image}}"]);
+    assert!(
+        images.contains("student-ages-api:v1") && !images.contains(":v2"),
+        "{images}"
+    );
+    assert_eq!(
+        get(&api("/supmit/api/v1.0/get_student_ages/bob"), true).1,
+        "13"
+    );
+}

@@ -23,6 +23,9 @@ pub fn registry(workspace: &Workspace) -> anyhow::Result<Registry> {
 pub struct Options {
     /// Push images of a tree with uncommitted changes (tag `-dirty`).
     pub allow_dirty: bool,
+    /// Push the images tagged this instead of the checkout's version (and
+    /// not `latest`): re-publishing an older build.
+    pub tag: Option<String>,
 }
 
 /// Pushes every image under the current version and `latest`; returns the
@@ -38,7 +41,10 @@ pub async fn run(
     if !login_checked {
         registry.check_login().await?;
     }
-    let version = images::version_tag(&workspace.pipeline.root);
+    let version = match &options.tag {
+        Some(tag) => tag.clone(),
+        None => images::version_tag(&workspace.pipeline.root),
+    };
     if version.ends_with("-dirty") && !options.allow_dirty {
         bail!(
             "the checkout has uncommitted changes (version {version}): commit them so the pushed \
@@ -53,7 +59,11 @@ pub async fn run(
             .service(&spec.service)
             .expect("pipeline images were checked against the stack");
         let repository = images::repository(&service.image);
-        for tag in [version.as_str(), "latest"] {
+        let tags: &[&str] = match options.tag {
+            Some(_) => &[version.as_str()],
+            None => &[version.as_str(), "latest"],
+        };
+        for tag in tags {
             pushed.push(registry.push(&docker, repository, tag, progress).await?);
         }
     }

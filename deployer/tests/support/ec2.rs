@@ -345,12 +345,15 @@ pub struct Ec2 {
     pub registry: Registry,
     pub host: Host,
     dir: tempfile::TempDir,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Ec2 {
     /// Starts the environment; one at a time per test binary (each host
     /// daemon takes the same address pool).
     pub fn start() -> Ec2 {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new()
             .prefix("sa-e2e-")
             .tempdir_in("/tmp")
@@ -362,6 +365,7 @@ impl Ec2 {
             registry,
             host,
             dir,
+            _one_at_a_time: guard,
         }
     }
 
