@@ -40,20 +40,15 @@ fn main() {
     support::build_images();
     let env = Ec2::start();
     // Two versions that differ in the API image only.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
+    let v2_api = support::TestImage::build(
+        "bench-api-v2",
         "FROM student-ages-api:latest\nLABEL bench=v2\n",
-    )
-    .unwrap();
-    let v2_api = format!("bench-api-v2-{}:latest", std::process::id());
-    let built = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &v2_api])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
-    for (tag, api) in [("v1", "student-ages-api:latest"), ("v2", v2_api.as_str())] {
+        &[],
+    );
+    for (tag, api) in [
+        ("v1", "student-ages-api:latest"),
+        ("v2", v2_api.name().as_str()),
+    ] {
         support::docker(&["tag", api, &format!("student-ages-api:{tag}")]);
         support::docker(&[
             "tag",
@@ -68,7 +63,6 @@ fn main() {
         ]);
         assert!(out.status.success(), "{}", text(&out));
     }
-    support::docker(&["rmi", &v2_api]);
 
     let cold = timed(&env, "v1");
     summary("first deploy onto the empty host", &[cold]);

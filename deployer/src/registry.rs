@@ -13,7 +13,8 @@ use bollard::query_parameters::{CreateImageOptions, PushImageOptions, TagImageOp
 use futures_util::StreamExt;
 
 use crate::config::pipeline::RegistrySettings;
-use crate::progress::Progress;
+use crate::progress::{Progress, Task};
+use bollard::models::ProgressDetail;
 
 /// A registry and the credentials for it.
 #[derive(Debug, Clone)]
@@ -196,16 +197,7 @@ impl Registry {
                     detail.message.unwrap_or_default()
                 );
             }
-            if let Some(status) = info.status {
-                let current = info.progress_detail.as_ref().and_then(|p| p.current);
-                let total = info.progress_detail.as_ref().and_then(|p| p.total);
-                match (current, total) {
-                    (Some(c), Some(t)) if t > 0 => {
-                        task.set(&format!("{status} {}%", (c.min(t) * 100 / t)))
-                    }
-                    _ => task.set(&status),
-                }
-            }
+            show(&task, info.status, info.progress_detail.as_ref());
         }
         task.done("pushed");
         Ok(remote)
@@ -251,16 +243,7 @@ impl Registry {
                     detail.message.unwrap_or_default()
                 );
             }
-            if let Some(status) = info.status {
-                let current = info.progress_detail.as_ref().and_then(|p| p.current);
-                let total = info.progress_detail.as_ref().and_then(|p| p.total);
-                match (current, total) {
-                    (Some(c), Some(t)) if t > 0 => {
-                        task.set(&format!("{status} {}%", c.min(t) * 100 / t))
-                    }
-                    _ => task.set(&status),
-                }
-            }
+            show(&task, info.status, info.progress_detail.as_ref());
         }
         if remote_repo != repository {
             docker
@@ -281,6 +264,18 @@ impl Registry {
         }
         task.done("pulled");
         Ok(remote)
+    }
+}
+
+/// One line of push or pull progress. The daemon's `current` can exceed
+/// `total`: clamped.
+fn show(task: &Task, status: Option<String>, detail: Option<&ProgressDetail>) {
+    let Some(status) = status else { return };
+    match (detail.and_then(|p| p.current), detail.and_then(|p| p.total)) {
+        (Some(current), Some(total)) if total > 0 => {
+            task.set(&format!("{status} {}%", current.min(total) * 100 / total))
+        }
+        _ => task.set(&status),
     }
 }
 

@@ -228,28 +228,9 @@ impl Remote {
     /// Writes `data` to `path` on the host atomically (temp file + rename).
     pub async fn write_file(&self, path: &str, data: &[u8], mode: &str) -> anyhow::Result<()> {
         let tmp = format!("{path}.tmp-{}", std::process::id());
-        let mut child = self
-            .session
-            .command("dd")
-            .arg(format!("of={tmp}"))
-            .arg("status=none")
-            .stdin(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped())
-            .spawn()
+        self.pipe_into(&[&format!("of={tmp}"), "status=none"], data)
             .await
             .with_context(|| format!("writing {path} on {}", self.target))?;
-        let mut stdin = child.stdin().take().expect("stdin is piped");
-        stdin.write_all(data).await?;
-        stdin.shutdown().await?;
-        drop(stdin);
-        let out = child.wait_with_output().await?;
-        if !out.status.success() {
-            bail!(
-                "writing {path} on {} failed: {}",
-                self.target,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
         self.run("chmod", &[mode, &tmp]).await?;
         self.run("mv", &["-f", &tmp, path]).await?;
         Ok(())
@@ -257,27 +238,36 @@ impl Remote {
 
     /// Appends `data` to `path` on the host.
     pub async fn append_file(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
+        self.pipe_into(
+            &[
+                &format!("of={path}"),
+                "oflag=append",
+                "conv=notrunc",
+                "status=none",
+            ],
+            data,
+        )
+        .await
+        .with_context(|| format!("appending to {path} on {}", self.target))
+    }
+
+    /// Streams `data` into `dd ARGS` on the host (no shell involved).
+    async fn pipe_into(&self, dd_args: &[&str], data: &[u8]) -> anyhow::Result<()> {
         let mut child = self
             .session
             .command("dd")
-            .arg(format!("of={path}"))
-            .args(["oflag=append", "conv=notrunc", "status=none"])
+            .args(dd_args)
             .stdin(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped())
             .spawn()
-            .await
-            .with_context(|| format!("appending to {path} on {}", self.target))?;
+            .await?;
         let mut stdin = child.stdin().take().expect("stdin is piped");
         stdin.write_all(data).await?;
         stdin.shutdown().await?;
         drop(stdin);
         let out = child.wait_with_output().await?;
         if !out.status.success() {
-            bail!(
-                "appending to {path} on {} failed: {}",
-                self.target,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(())
     }

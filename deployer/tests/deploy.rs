@@ -10,7 +10,7 @@ mod support;
 use std::time::Instant;
 
 use support::ec2::Ec2;
-use support::{build_images, text};
+use support::{TestImage, build_images, text};
 
 fn get(url: &str, auth: bool) -> (u16, String) {
     support::get(url, auth)
@@ -121,6 +121,33 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
     assert!(
         stdout.contains("healthy") && stdout.contains("6 students"),
         "{stdout}"
+    );
+    // --reseed-data puts the seed back, keeping the live file as a backup.
+    let out = env.deployer(&["deploy", "--reseed-data"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (status, _) = get(&api("/supmit/api/v1.0/get_student_ages/frank"), true);
+    assert_eq!(status, 404, "the seed has no frank");
+    let volume = host.docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        "student-ages_student-data",
+    ]);
+    let backups: Vec<_> = std::fs::read_dir(volume.trim())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("student_age.json.backup-")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1, "one timestamped backup");
+    let backup = std::fs::read_to_string(backups[0].path()).unwrap();
+    assert!(
+        backup.contains("\"frank\""),
+        "the backup holds the live data: {backup}"
     );
 }
 
@@ -251,23 +278,7 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
 
     // An API image that fails its healthcheck: the deploy fails, says why,
     // and v1 serves again.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("broken.json"), "{ not json").unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM student-ages-api:latest\nCOPY broken.json /broken.json\n\
-         ENTRYPOINT [\"/api\", \"--data-file\", \"/broken.json\"]\n",
-    )
-    .unwrap();
-    let sick = format!("dtest-sick-{}:latest", std::process::id());
-    let built = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &sick])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
-    publish(&env, &sick, "sick");
-    support::docker(&["rmi", &sick]);
+    publish(&env, &TestImage::sick_api("dtest-sick").name(), "sick");
     // Secrets stay out of every process's arguments while a deploy runs.
     let mut deploy = env
         .deployer(&["deploy", "--tag", "sick"])
@@ -323,20 +334,8 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
 
     // Rollback: v2 (another API image) deployed, then back to v1 without
     // naming it.
-    let v2 = format!("dtest-v2-{}:latest", std::process::id());
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM student-ages-api:latest\nLABEL v=2\n",
-    )
-    .unwrap();
-    let built = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &v2])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
-    publish(&env, &v2, "v2");
-    support::docker(&["rmi", &v2]);
+    let v2 = TestImage::build("dtest-v2", "FROM student-ages-api:latest\nLABEL v=2\n", &[]);
+    publish(&env, &v2.name(), "v2");
     let out = env.deployer(&["deploy", "--tag", "v2"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Project, build_images, docker, get, text};
+use support::{Project, TestImage, build_images, docker, get, text};
 
 #[test]
 fn up_serves_the_students_through_the_api_and_the_frontend() {
@@ -198,29 +198,19 @@ fn test_passes_on_good_images_and_cleans_up() {
 fn test_fails_naming_the_check_when_the_api_returns_wrong_data() {
     build_images();
     // An API image that serves other data than the seed, whatever its env says.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("wrong.json"), r#"{"alice": 99, "bob": 13}"#).unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
+    let image = TestImage::build(
+        "dtest-wrong-api",
         "FROM student-ages-api:latest\n\
          COPY --chown=65532:65532 wrong.json /wrong/student_age.json\n\
          ENTRYPOINT [\"/api\", \"--data-file\", \"/wrong/student_age.json\"]\n",
-    )
-    .unwrap();
-    let image = format!("dtest-wrong-api-{}", std::process::id());
-    let built = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &format!("{image}:latest")])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
+        &[("wrong.json", r#"{"alice": 99, "bob": 13}"#)],
+    );
 
     let out = support::deployer()
         .arg("test")
-        .env("DOCKER_IMAGE_BACKEND", &image)
+        .env("DOCKER_IMAGE_BACKEND", &image.repository)
         .output()
         .unwrap();
-    docker(&["rmi", "-f", &format!("{image}:latest")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -251,30 +241,13 @@ fn logs_are_prefixed_by_service() {
 fn an_unhealthy_service_fails_up_with_its_last_log_lines() {
     build_images();
     let project = Project::new("sick");
-    // An API that cannot start: its data file is not JSON.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("broken.json"), "{ not json").unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM student-ages-api:latest\n\
-         COPY broken.json /broken.json\n\
-         ENTRYPOINT [\"/api\", \"--data-file\", \"/broken.json\"]\n",
-    )
-    .unwrap();
-    let image = format!("dtest-sick-api-{}", std::process::id());
-    let built = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &format!("{image}:latest")])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
+    let image = TestImage::sick_api("dtest-sick-api");
     let out = project
         .deployer(&["up", "--no-build"])
-        .env("DOCKER_IMAGE_BACKEND", &image)
+        .env("DOCKER_IMAGE_BACKEND", &image.repository)
         .output()
         .unwrap();
     drop(project);
-    docker(&["rmi", "-f", &format!("{image}:latest")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     // It restarts (restart: unless-stopped) until the healthcheck gives up.

@@ -161,6 +161,54 @@ impl Drop for Project {
     }
 }
 
+/// An image derived from the built ones for one test (`docker build` of a
+/// Dockerfile and a few files), removed when dropped.
+pub struct TestImage {
+    /// `<prefix>-<pid>`; the image is `<repository>:latest`.
+    pub repository: String,
+}
+
+impl TestImage {
+    pub fn build(prefix: &str, dockerfile: &str, files: &[(&str, &str)]) -> TestImage {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let image = TestImage {
+            repository: format!("{prefix}-{}", std::process::id()),
+        };
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", &image.name()])
+            .arg(dir.path())
+            .output()
+            .expect("run docker build");
+        assert!(built.status.success(), "{}", text(&built));
+        image
+    }
+
+    /// An API whose data file is not JSON: it exits at start, so its
+    /// container never turns healthy.
+    pub fn sick_api(prefix: &str) -> TestImage {
+        TestImage::build(
+            prefix,
+            "FROM student-ages-api:latest\nCOPY broken.json /broken.json\n\
+             ENTRYPOINT [\"/api\", \"--data-file\", \"/broken.json\"]\n",
+            &[("broken.json", "{ not json")],
+        )
+    }
+
+    pub fn name(&self) -> String {
+        format!("{}:latest", self.repository)
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        docker(&["rmi", "-f", &self.name()]);
+    }
+}
+
 /// GET with basic auth root:root; (status, body).
 pub fn get(url: &str, auth: bool) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,10 +12,10 @@ pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
 
 pub use auth::Credentials;
@@ -51,7 +51,7 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
         .data(Arc::new(config.credentials))
         .around(limit_body)
         .catch_all_error(|error| async move { error::framework_error(error) })
-        .around(log_request)
+        .around(student_ages_process::log_request)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
@@ -98,23 +98,4 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::O
         req.set_body(bytes);
     }
     next.call(req).await
-}
-
-/// Logs one line per request.
-async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let response = match next.call(req).await {
-        Ok(output) => output.into_response(),
-        Err(error) => error.into_response(),
-    };
-    tracing::info!(
-        target: "api::request",
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-    );
-    Ok(response)
 }

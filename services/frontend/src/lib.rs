@@ -9,10 +9,10 @@ pub mod api_client;
 mod pages;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, post};
+use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
 
 pub use api_client::ApiClient;
 
@@ -43,7 +43,7 @@ pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> 
         .at("/static/app.css", get(pages::stylesheet))
         .at("/static/app.js", get(pages::script))
         .data(api)
-        .around(log_request))
+        .around(student_ages_process::log_request))
 }
 
 /// Serves the UI on `listener` until `shutdown` resolves.
@@ -62,23 +62,4 @@ pub async fn run(
         .await?;
     tracing::info!("frontend stopped");
     Ok(())
-}
-
-/// Logs one line per request.
-async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let response = match next.call(req).await {
-        Ok(output) => output.into_response(),
-        Err(error) => error.into_response(),
-    };
-    tracing::info!(
-        target: "frontend::request",
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-    );
-    Ok(response)
 }

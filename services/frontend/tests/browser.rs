@@ -75,6 +75,9 @@ fn screenshot_path(name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn a_student_added_through_the_form_is_listed_in_a_real_browser() {
+    // Both rustls providers are compiled into the workspace's test build
+    // (ring via reqwest, aws-lc-rs via fantoccini): choose one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let stack = Stack::start();
     let driver = ChromeDriver::start();
     let profile = tempfile::tempdir().unwrap();

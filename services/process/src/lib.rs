@@ -58,6 +58,30 @@ fn api_credentials_from(var: impl Fn(&str) -> Option<OsString>) -> anyhow::Resul
     Ok(ApiCredentials { username, password })
 }
 
+/// Logs one line per request (target `request`: `RUST_LOG=warn` or
+/// `RUST_LOG=info,request=off` silences them). Used with poem's `around`.
+pub async fn log_request<E: poem::Endpoint>(
+    next: E,
+    req: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match next.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(error) => error.into_response(),
+    };
+    tracing::info!(
+        target: "request",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(response)
+}
+
 /// Logs to stdout, one line per event; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
     tracing_subscriber::fmt()
