@@ -241,7 +241,33 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the login"));
+
+    // A Docker socket the SSH user may not use (not in its group): said so.
+    let out = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .env("EC2_DOCKER_SOCKET", "/var/run/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot use the Docker socket /var/run/docker.sock"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`docker` group"), "{stderr}");
     assert_eq!(ids(&env), serving, "a refused deploy must change nothing");
+
+    // The host's logs, from afar.
+    let out = env
+        .deployer(&["logs", "--host", &host.target(), "api"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().all(|l| l.starts_with("api")) && stdout.contains("listen="),
+        "{stdout}"
+    );
 
     // A concurrent deploy is refused while another holds the lock.
     let lock = host.home().join("student-ages/deploy.lock");

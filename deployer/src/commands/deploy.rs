@@ -104,6 +104,13 @@ pub async fn deploy(
         Some(tag) => tag.clone(),
         None => images::version_tag(&workspace.pipeline.root),
     };
+    if workspace.var("API_PASSWORD").is_none() {
+        progress.println(
+            "warning: API_PASSWORD is not set, so the API on the host takes the compose file's \
+             local default (root/root, as the original did); set API_USERNAME and API_PASSWORD \
+             for a host anyone else can reach",
+        );
+    }
     let (mut remote, docker) = connect(workspace, &options.host).await?;
     progress.println(&format!("connected to {}", remote.target));
     let result = async {
