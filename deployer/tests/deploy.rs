@@ -368,6 +368,16 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         host.docker(&["ps", "--format", "{{.Image}}"])
             .contains("student-ages-api:v2")
     );
+    // Old images are pruned, but never a version a rollback may want.
+    let tags = host.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !tags.contains(":sick"),
+        "the failed version is pruned: {tags}"
+    );
+    assert!(
+        tags.contains("student-ages-api:v1"),
+        "the rollback target stays: {tags}"
+    );
     let out = env.deployer(&["rollback"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
+use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 
 use crate::checks;
 use crate::commands::{Workspace, push};
@@ -23,6 +24,7 @@ use crate::engine::{Action, Engine};
 use crate::host::{AuditEntry, HostDir, now, previous_version};
 use crate::images;
 use crate::progress::Progress;
+use crate::registry::Registry;
 use crate::remote::{ConnectOptions, Remote, Target, put_if_changed, who};
 use crate::stack::Stack;
 
@@ -190,6 +192,13 @@ pub async fn deploy(
             match applied {
                 Ok(actions) => {
                     install_on_host(workspace, &remote, &dir, &tag).await?;
+                    let kept = keep_versions(&history, &tag);
+                    let pruned = prune_images(&docker, workspace, &stack, &registry, &kept).await;
+                    progress.println(&format!(
+                        "images kept on the host for rollback: {} ({} older tags removed)",
+                        kept.join(", "),
+                        pruned
+                    ));
                     let changed = actions
                         .iter()
                         .filter(|(_, a)| *a != Action::Unchanged)
@@ -395,6 +404,102 @@ pub async fn rollback(
     result
 }
 
+/// How many versions' images stay on the host for `rollback`.
+const KEEP_VERSIONS: usize = 3;
+
+/// The versions whose images a deploy keeps: the one just deployed and the
+/// last good ones before it, newest first.
+fn keep_versions(history: &[AuditEntry], current: &str) -> Vec<String> {
+    let mut keep = vec![current.to_owned()];
+    for entry in history.iter().rev().filter(|e| e.ok()) {
+        if keep.len() >= KEEP_VERSIONS {
+            break;
+        }
+        if !keep.contains(&entry.version) {
+            keep.push(entry.version.clone());
+        }
+    }
+    keep
+}
+
+/// Removes the host's tags of the stack's images that are not kept (by both
+/// their compose and registry names), so releases do not fill its disk.
+/// Best effort: a tag Docker refuses to remove (in use) stays. Returns how
+/// many tags were removed.
+async fn prune_images(
+    docker: &Docker,
+    workspace: &Workspace,
+    stack: &Stack,
+    registry: &Registry,
+    keep: &[String],
+) -> usize {
+    let mut removed = 0;
+    for spec in &workspace.pipeline.images {
+        let Some(service) = stack.service(&spec.service) else {
+            continue;
+        };
+        let repository = images::repository(&service.image);
+        for name in [repository.to_owned(), registry.name_of(repository)] {
+            let listed = docker
+                .list_images(Some(ListImagesOptions {
+                    filters: Some(HashMap::from([(
+                        "reference".to_owned(),
+                        vec![name.clone()],
+                    )])),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_or_default();
+            for reference in listed.into_iter().flat_map(|i| i.repo_tags) {
+                let Some(tag) = reference.strip_prefix(&format!("{name}:")) else {
+                    continue;
+                };
+                if tag == "latest" || keep.iter().any(|k| k == tag) {
+                    continue;
+                }
+                if docker
+                    .remove_image(&reference, None::<RemoveImageOptions>, None)
+                    .await
+                    .is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: &str, result: &str) -> AuditEntry {
+        AuditEntry {
+            time: "t".into(),
+            who: "w".into(),
+            action: "deploy".into(),
+            version: version.into(),
+            images: vec![],
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn a_deploy_keeps_the_current_and_the_last_good_versions() {
+        let history = [
+            entry("v1", "ok"),
+            entry("v2", "ok"),
+            entry("bad", "failed, v2 restored: x"),
+            entry("v3", "ok"),
+            entry("v2", "ok"),
+        ];
+        assert_eq!(keep_versions(&history, "v4"), ["v4", "v2", "v3"]);
+        assert_eq!(keep_versions(&history[..1], "v2"), ["v2", "v1"]);
+        assert_eq!(keep_versions(&[], "v1"), ["v1"]);
+    }
 }
