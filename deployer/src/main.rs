@@ -153,8 +153,12 @@ struct HostArgs {
     host: Option<String>,
     /// Trust the host's key if known_hosts has none for it yet (and record
     /// it). A key that differs from the recorded one is always refused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "host_key")]
     accept_new_host_key: bool,
+    /// Pin the host's key instead of using known_hosts: the line of its
+    /// /etc/ssh/ssh_host_ed25519_key.pub, e.g. "ssh-ed25519 AAAA...".
+    #[arg(long, value_name = "KEY")]
+    host_key: Option<String>,
 }
 
 impl HostArgs {
@@ -162,6 +166,7 @@ impl HostArgs {
         HostFlags {
             host: self.host.clone(),
             accept_new_host_key: self.accept_new_host_key,
+            host_key: self.host_key.clone(),
         }
     }
 }

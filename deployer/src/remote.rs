@@ -76,6 +76,9 @@ pub struct ConnectOptions {
     pub docker_socket: String,
     /// Trust a host that is not in known_hosts yet, once.
     pub accept_new_host_key: bool,
+    /// Accept exactly this host key (`ssh-ed25519 AAAA...`), instead of a
+    /// known_hosts file.
+    pub host_key: Option<String>,
 }
 
 /// An open connection to the host.
@@ -119,7 +122,26 @@ impl Remote {
             }
             builder.keyfile(key);
         }
-        if let Some(known_hosts) = &options.known_hosts {
+        if let Some(key) = &options.host_key {
+            // A one-line known_hosts of our own: checking stays strict.
+            let fields: Vec<&str> = key.split_whitespace().collect();
+            if fields.len() < 2
+                || !fields[0].starts_with("ssh-") && !fields[0].starts_with("ecdsa-")
+            {
+                bail!(
+                    "--host-key {key:?} is not a public key line such as \"ssh-ed25519 AAAA...\" \
+                     (the host's /etc/ssh/ssh_host_ed25519_key.pub)"
+                );
+            }
+            let host = match target.port {
+                Some(port) if port != 22 => format!("[{}]:{port}", target.host),
+                _ => target.host.clone(),
+            };
+            let file = dir.path().join("known_hosts");
+            std::fs::write(&file, format!("{host} {} {}\n", fields[0], fields[1]))
+                .context("cannot write the pinned host key")?;
+            builder.user_known_hosts_file(file);
+        } else if let Some(known_hosts) = &options.known_hosts {
             builder.user_known_hosts_file(known_hosts);
         }
         let session = builder

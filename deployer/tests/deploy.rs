@@ -223,6 +223,35 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
     assert!(stderr.contains("host key of"), "{stderr}");
     assert!(stderr.contains("Nothing was changed"), "{stderr}");
 
+    // A pinned host key: the wrong one is refused, the right one works
+    // without any known_hosts file.
+    let out = env
+        .deployer(&[
+            "status",
+            "--host-key",
+            other_pub.trim(),
+            "--host",
+            &host.target(),
+        ])
+        .env_remove("EC2_KNOWN_HOSTS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host key of"));
+    let host_pub = std::fs::read_to_string(env.path().join("host_key.pub")).unwrap();
+    let out = env
+        .deployer(&[
+            "status",
+            "--host-key",
+            host_pub.trim(),
+            "--host",
+            &host.target(),
+        ])
+        .env("EC2_KNOWN_HOSTS", "/nonexistent/known_hosts")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
     // A key the host does not authorize: refused.
     let out = env
         .deployer(&["deploy", "--tag", "v1"])

@@ -34,6 +34,7 @@ use crate::stack::Stack;
 pub struct HostFlags {
     pub host: Option<String>,
     pub accept_new_host_key: bool,
+    pub host_key: Option<String>,
 }
 
 pub struct Options {
@@ -68,6 +69,7 @@ pub fn target(
             .var("EC2_DOCKER_SOCKET")
             .unwrap_or_else(|| "/var/run/docker.sock".into()),
         accept_new_host_key: flags.accept_new_host_key,
+        host_key: flags.host_key.clone(),
     };
     Ok((target, options))
 }
