@@ -20,7 +20,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
     ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions, UploadToContainerOptions,
+    RemoveVolumeOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -81,7 +81,7 @@ impl<'a> Engine<'a> {
                 self.unfinished.add(volume.clone());
                 for seed in seeds.iter().filter(|s| &s.volume == key) {
                     if let Err(error) = self.seed_volume(stack, seed).await {
-                        self.undo(&self.unfinished).await;
+                        self.undo(&self.unfinished, &stack.project).await;
                         return Err(error);
                     }
                 }
@@ -377,14 +377,18 @@ impl<'a> Engine<'a> {
         } else {
             Action::Replaced
         };
+        // The old container is stopped and set aside, not removed, until the
+        // new one is healthy: if the new one fails, the old one comes back.
+        let mut retired = Vec::new();
         for old in &existing {
             task.set(&format!("stopping {}", old.name));
-            self.remove(&old.id).await?;
+            self.retire(old).await?;
+            retired.push(old);
         }
         task.set("creating");
         let body = container_body(stack, service, &hash);
         let name = stack.container_name(&service.name);
-        let created = self
+        let created = match self
             .docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -394,17 +398,109 @@ impl<'a> Engine<'a> {
                 body,
             )
             .await
-            .map_err(|e| anyhow!("cannot create the container {name}: {}", message(&e)))?;
-        self.unfinished.add(Made::Container(created.id.clone()));
+        {
+            Ok(created) => created,
+            Err(e) => {
+                let error = anyhow!("cannot create the container {name}: {}", message(&e));
+                return Err(self.put_back(&retired, error).await);
+            }
+        };
+        let new = Made::Container(created.id.clone());
+        self.unfinished.add(new.clone());
         task.set("starting");
-        if let Err(error) = self.start(&created.id, service).await {
-            // Never started: nothing to inspect, so leave nothing behind.
-            let _ = self.remove(&created.id).await;
-            return Err(error);
+        let started = self.start(&created.id, service).await;
+        let healthy = match started {
+            Ok(()) => self.health_gate(&created.id, service, task).await,
+            Err(error) => Err(error),
+        };
+        match healthy {
+            Ok(()) => {
+                for old in &retired {
+                    self.remove(&old.id).await?;
+                    self.unfinished.done(&retired_made(old));
+                }
+                self.unfinished.done(&new);
+                Ok(action)
+            }
+            Err(error) if retired.is_empty() => {
+                // Nothing to go back to. A container that started stays, so
+                // its logs can be read; one that never started is removed.
+                if !self.is_running_or_restarting(&created.id).await {
+                    let _ = self.remove(&created.id).await;
+                }
+                self.unfinished.done(&new);
+                Err(error)
+            }
+            Err(error) => {
+                let _ = self.remove(&created.id).await;
+                self.unfinished.done(&new);
+                Err(self.put_back(&retired, error).await)
+            }
         }
-        self.health_gate(&created.id, service, task).await?;
-        self.unfinished.done(&Made::Container(created.id.clone()));
-        Ok(action)
+    }
+
+    /// Stops a container and renames it aside, so the new one can take its
+    /// name and ports; undone by [`Engine::put_back`] or on Ctrl-C.
+    async fn retire(&self, old: &ProjectContainer) -> anyhow::Result<()> {
+        let _ = self
+            .docker
+            .stop_container(
+                &old.id,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let aside = format!("{}-retired-{}", old.name, &old.id[..12.min(old.id.len())]);
+        if old.name != aside {
+            self.docker
+                .rename_container(&old.id, RenameContainerOptions { name: aside })
+                .await
+                .map_err(|e| anyhow!("cannot set {} aside: {}", old.name, message(&e)))?;
+        }
+        self.unfinished.add(retired_made(old));
+        Ok(())
+    }
+
+    /// Brings retired containers back (their names, started) after a failed
+    /// replacement; returns `error` saying so.
+    async fn put_back(&self, retired: &[&ProjectContainer], error: anyhow::Error) -> anyhow::Error {
+        let mut restored = Vec::new();
+        for old in retired {
+            let back = self
+                .docker
+                .rename_container(
+                    &old.id,
+                    RenameContainerOptions {
+                        name: old.name.clone(),
+                    },
+                )
+                .await
+                .is_ok()
+                && self.docker.start_container(&old.id, None).await.is_ok();
+            if back {
+                self.unfinished.done(&retired_made(old));
+                restored.push(old.name.as_str());
+            }
+        }
+        if restored.is_empty() {
+            error
+        } else {
+            error.context(format!(
+                "the new container failed; the previous one ({}) was started again",
+                restored.join(", ")
+            ))
+        }
+    }
+
+    async fn is_running_or_restarting(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .is_some_and(|s| s.running == Some(true) || s.restarting == Some(true))
     }
 
     async fn start(&self, id: &str, service: &Service) -> anyhow::Result<()> {
@@ -527,14 +623,35 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Removes what an interrupted run made and left unfinished: its
-    /// containers, then new volumes it had not finished seeding. Returns
-    /// how many objects were removed.
-    pub async fn undo(&self, unfinished: &Unfinished) -> usize {
-        let made = unfinished.take();
+    /// Undoes what an interrupted run left unfinished: removes the
+    /// containers it made, starts again the ones it had set aside, removes
+    /// new volumes it had not finished seeding. Returns how many objects.
+    pub async fn undo(&self, unfinished: &Unfinished, project: &str) -> usize {
+        let mut made = unfinished.take();
+        // A container the daemon created just as the run was interrupted,
+        // before the run heard back, is in no list: find it by its state.
+        // A project container that never started is half-made by definition.
+        for container in project_containers(self.docker, project)
+            .await
+            .unwrap_or_default()
+        {
+            let id = Made::Container(container.id.clone());
+            if container.state == "created" && !made.contains(&id) {
+                made.push(id);
+            }
+        }
         for item in &made {
             if let Made::Container(id) = item {
                 let _ = self.remove(id).await;
+            }
+        }
+        for item in &made {
+            if let Made::Retired { id, name } = item {
+                let _ = self
+                    .docker
+                    .rename_container(id, RenameContainerOptions { name: name.clone() })
+                    .await;
+                let _ = self.docker.start_container(id, None).await;
             }
         }
         for item in &made {
@@ -599,11 +716,23 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// An object a run made.
+/// An object a run made, or changed and must restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Made {
     Container(String),
     Volume(String),
+    /// A container stopped and renamed aside, with its original name.
+    Retired {
+        id: String,
+        name: String,
+    },
+}
+
+fn retired_made(old: &ProjectContainer) -> Made {
+    Made::Retired {
+        id: old.id.clone(),
+        name: old.name.clone(),
+    }
 }
 
 /// What a run has made and not yet finished (a container not yet healthy,
@@ -635,6 +764,8 @@ impl Unfinished {
 pub struct ProjectContainer {
     pub id: String,
     pub name: String,
+    /// created, running, exited, ...
+    pub state: String,
     pub running: bool,
     pub oneoff: bool,
     pub labels: HashMap<String, String>,
@@ -667,6 +798,7 @@ pub async fn project_containers(
                     .unwrap_or_default()
                     .trim_start_matches('/')
                     .to_owned(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 running: c.state.map(|s| s.to_string()) == Some("running".into()),
                 oneoff: labels.get(labels::ONEOFF).map(String::as_str) == Some("True"),
                 labels,

@@ -331,6 +331,33 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         "{stderr}"
     );
 
+    // Ctrl-C during a deploy undoes its unfinished steps and frees the lock.
+    let mut interrupted = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !lock.join("owner").exists() {
+        assert!(Instant::now() < deadline, "the deploy never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = interrupted.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = interrupted.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(!lock.exists(), "the lock is released");
+    let audit = std::fs::read_to_string(host.home().join("student-ages/audit.log")).unwrap();
+    assert!(
+        audit.lines().last().unwrap().contains("interrupted"),
+        "{audit}"
+    );
+    assert_eq!(ids(&env), serving, "the running version is untouched");
+
     // An API image that fails its healthcheck: the deploy fails, says why,
     // and v1 serves again.
     publish(&env, &TestImage::sick_api("dtest-sick").name(), "sick");

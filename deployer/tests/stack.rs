@@ -284,3 +284,73 @@ fn ctrl_c_during_up_leaves_no_half_made_containers() {
         project.containers()
     );
 }
+
+#[test]
+fn a_failed_replacement_puts_the_previous_container_back() {
+    build_images();
+    let project = Project::new("putback");
+    assert!(project.run(&["up", "--no-build"]).status.success());
+    let before = project.containers();
+
+    let sick = TestImage::sick_api("dtest-putback-api");
+    let out = project
+        .deployer(&["up", "--no-build"])
+        .env("DOCKER_IMAGE_BACKEND", &sick.repository)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the previous one (") && stderr.contains("was started again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/broken.json"),
+        "the new container's logs: {stderr}"
+    );
+    assert_eq!(
+        project.containers(),
+        before,
+        "the same containers, under their names"
+    );
+    let (status, body) = get(
+        &project.api_url("/supmit/api/v1.0/get_student_ages/alice"),
+        true,
+    );
+    assert_eq!((status, body.as_str()), (200, "12"));
+}
+
+#[test]
+fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
+    build_images();
+    let project = Project::new("sigint-replace");
+    assert!(project.run(&["up", "--no-build"]).status.success());
+    let before = project.containers();
+    let mut child = project
+        .deployer(&["up", "--no-build"])
+        .env("FRONTEND_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt while the old frontend is set aside and the new one is
+    // being health-gated.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while project.containers().len() < 3 {
+        assert!(Instant::now() < deadline, "the replacement never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(
+        project.containers(),
+        before,
+        "the old containers, under their names"
+    );
+    let (status, _) = get(&project.frontend_url("/"), false);
+    assert_eq!(status, 200, "the old frontend serves again");
+}

@@ -120,9 +120,11 @@ pub async fn deploy(
     let result = async {
         let dir = HostDir::open(&remote).await?;
         let lock = dir.lock(&remote, &who()).await?;
-        let outcome = async {
+        let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
+        let engine = Engine::new(&docker, progress);
+        let unfinished = engine.unfinished();
+        let work = async {
             // Pull first: the running version serves while images download.
-            let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
             let mut pulled = Vec::new();
             for spec in &workspace.pipeline.images {
                 let service = stack
@@ -133,15 +135,8 @@ pub async fn deploy(
             }
             let history = dir.audit(&remote).await?;
             let previous = previous_version(&history, &tag);
-            let applied = apply_and_check(
-                workspace,
-                &mut remote,
-                &docker,
-                &stack,
-                progress,
-                options.reseed_data,
-            )
-            .await;
+            let applied =
+                apply_and_check(workspace, &mut remote, &engine, &stack, options.reseed_data).await;
             let result = match &applied {
                 Ok(_) => "ok".to_owned(),
                 Err(error) => {
@@ -152,15 +147,8 @@ pub async fn deploy(
                                 "deploy of {tag} failed; putting {previous} back"
                             ));
                             let back = workspace.stack_with(&host_overlay(workspace, previous))?;
-                            match apply_and_check(
-                                workspace,
-                                &mut remote,
-                                &docker,
-                                &back,
-                                progress,
-                                false,
-                            )
-                            .await
+                            match apply_and_check(workspace, &mut remote, &engine, &back, false)
+                                .await
                             {
                                 Ok(_) => {
                                     format!("failed, {previous} restored: {}", first_line(&why))
@@ -217,8 +205,32 @@ pub async fn deploy(
                     remote.target
                 ))),
             }
-        }
-        .await;
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                let undone = engine.undo(&unfinished, &stack.project).await;
+                let _ = dir
+                    .append_audit(
+                        &remote,
+                        &AuditEntry {
+                            time: now(),
+                            who: who(),
+                            action: "deploy".into(),
+                            version: tag.clone(),
+                            images: Vec::new(),
+                            result: format!("interrupted ({undone} unfinished steps undone)"),
+                        },
+                    )
+                    .await;
+                Err(anyhow!(
+                    "interrupted: the deploy of {tag} stopped; {undone} unfinished step(s) were \
+                     undone (new containers removed, replaced ones started again). Check with \
+                     `deployer status --host {}`",
+                    remote.target
+                ))
+            }
+        };
         let released = lock.release(&remote).await;
         outcome?;
         released
@@ -233,15 +245,15 @@ pub async fn deploy(
 async fn apply_and_check(
     workspace: &Workspace,
     remote: &mut Remote,
-    docker: &Docker,
+    engine: &Engine<'_>,
     stack: &Stack,
-    progress: &Progress,
     reseed: bool,
 ) -> anyhow::Result<Vec<(String, Action)>> {
-    let engine = Engine::new(docker, progress);
+    let progress = engine.progress;
     if reseed {
         for seed in &workspace.pipeline.seeds {
-            if docker
+            if engine
+                .docker
                 .inspect_volume(&stack.volume_name(&seed.volume))
                 .await
                 .is_ok()
@@ -373,8 +385,8 @@ pub async fn rollback(
                     );
                 }
             }
-            let applied =
-                apply_and_check(workspace, &mut remote, &docker, &stack, progress, false).await;
+            let engine = Engine::new(&docker, progress);
+            let applied = apply_and_check(workspace, &mut remote, &engine, &stack, false).await;
             let result = match &applied {
                 Ok(_) => "ok".to_owned(),
                 Err(e) => format!("failed: {}", first_line(&format!("{e:#}"))),

@@ -25,9 +25,10 @@ pub async fn run(
     let actions = tokio::select! {
         result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
         _ = tokio::signal::ctrl_c() => {
-            let removed = engine.undo(&unfinished).await;
-            bail!("interrupted: removed the {removed} unfinished object(s) this run had made; \
-                   containers that were already running were left as they were");
+            let removed = engine.undo(&unfinished, &workspace.stack.project).await;
+            bail!("interrupted: undid the {removed} unfinished step(s) of this run (new \
+                   containers removed, containers it had stopped for a replacement started \
+                   again); what it had finished stays");
         }
     };
     let changed = actions
