@@ -332,7 +332,7 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
     );
 
     // Ctrl-C during a deploy undoes its unfinished steps and frees the lock.
-    let mut interrupted = env
+    let interrupted = env
         .deployer(&["deploy", "--tag", "v1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
