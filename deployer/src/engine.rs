@@ -260,7 +260,16 @@ impl<'a> Engine<'a> {
         volume: &str,
         target: &str,
     ) -> anyhow::Result<String> {
-        let name = format!("{}-seed-{}", stack.project, std::process::id());
+        static HELPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "{}-seed-{}-{}-{}",
+            stack.project,
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+            HELPERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let created = self
             .docker
             .create_container(
@@ -273,6 +282,7 @@ impl<'a> Engine<'a> {
                     labels: Some(HashMap::from([
                         (labels::PROJECT.to_owned(), stack.project.clone()),
                         (labels::ONEOFF.to_owned(), "True".to_owned()),
+                        (labels::HELPER.to_owned(), "seed".to_owned()),
                     ])),
                     host_config: Some(HostConfig {
                         binds: Some(vec![format!("{volume}:{target}")]),
@@ -301,7 +311,8 @@ impl<'a> Engine<'a> {
                 .get(labels::SERVICE)
                 .cloned()
                 .unwrap_or_default();
-            if container.oneoff || stack.service(&service).is_none() {
+            let ours = container.labels.contains_key(labels::HELPER);
+            if ours || (!container.oneoff && stack.service(&service).is_none()) {
                 self.remove(&container.id).await?;
                 self.progress.println(&format!(
                     "removed {} (no longer in the stack)",
@@ -364,7 +375,20 @@ impl<'a> Engine<'a> {
             .iter()
             .find(|c| c.labels.get(labels::CONFIG_HASH) == Some(&hash));
         if let (Some(current), 1) = (current, existing.len()) {
+            let name = stack.container_name(&service.name);
+            if current.name != name {
+                // Left set aside by a run that was killed: its name back.
+                self.docker
+                    .rename_container(&current.id, RenameContainerOptions { name: name.clone() })
+                    .await
+                    .map_err(|e| {
+                        anyhow!("cannot rename {} to {name}: {}", current.name, message(&e))
+                    })?;
+            }
             if current.running {
+                // Unchanged, but the next service may only start on a
+                // healthy one (returns at once when it is).
+                self.health_gate(&current.id, service, task).await?;
                 return Ok(Action::Unchanged);
             }
             task.set("starting");
@@ -415,11 +439,13 @@ impl<'a> Engine<'a> {
         };
         match healthy {
             Ok(()) => {
-                for old in &retired {
-                    self.remove(&old.id).await?;
-                    self.unfinished.done(&retired_made(old));
-                }
+                // The new one is in service: from here an interrupt must
+                // neither remove it nor bring the old one back.
                 self.unfinished.done(&new);
+                for old in &retired {
+                    self.unfinished.done(&retired_made(old));
+                    self.remove(&old.id).await?;
+                }
                 Ok(action)
             }
             Err(error) if retired.is_empty() => {
@@ -442,6 +468,9 @@ impl<'a> Engine<'a> {
     /// Stops a container and renames it aside, so the new one can take its
     /// name and ports; undone by [`Engine::put_back`] or on Ctrl-C.
     async fn retire(&self, old: &ProjectContainer) -> anyhow::Result<()> {
+        // Recorded before it is touched: an interrupt while it stops must
+        // still start it again.
+        self.unfinished.add(retired_made(old));
         let _ = self
             .docker
             .stop_container(
@@ -459,7 +488,6 @@ impl<'a> Engine<'a> {
                 .await
                 .map_err(|e| anyhow!("cannot set {} aside: {}", old.name, message(&e)))?;
         }
-        self.unfinished.add(retired_made(old));
         Ok(())
     }
 
@@ -636,7 +664,9 @@ impl<'a> Engine<'a> {
             .unwrap_or_default()
         {
             let id = Made::Container(container.id.clone());
-            if container.state == "created" && !made.contains(&id) {
+            let ours = container.labels.contains_key(labels::HELPER)
+                || container.labels.contains_key(labels::CONFIG_HASH);
+            if ours && container.state == "created" && !made.contains(&id) {
                 made.push(id);
             }
         }

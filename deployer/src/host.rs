@@ -41,15 +41,35 @@ pub fn parse_audit(text: &str) -> Vec<AuditEntry> {
         .collect()
 }
 
-/// The version that ran before the current one: the last successful
-/// deploy or rollback whose version differs from `current`.
-pub fn previous_version(entries: &[AuditEntry], current: &str) -> Option<String> {
-    entries
-        .iter()
-        .rev()
-        .filter(|e| e.ok() && e.version != current)
-        .map(|e| e.version.clone())
-        .next()
+/// The versions as good deploys and rollbacks stacked them: a deploy pushes
+/// its version, a rollback pops back down to its version. The last is the
+/// one running; the one below it is where a rollback goes.
+pub fn version_stack(entries: &[AuditEntry]) -> Vec<String> {
+    let mut stack: Vec<String> = Vec::new();
+    for entry in entries.iter().filter(|e| e.ok()) {
+        if entry.action == "rollback"
+            && let Some(at) = stack.iter().rposition(|v| *v == entry.version)
+        {
+            stack.truncate(at + 1);
+            continue;
+        }
+        if stack.last() != Some(&entry.version) {
+            stack.push(entry.version.clone());
+        }
+    }
+    stack
+}
+
+/// The version running now, by the audit log.
+pub fn running_version(entries: &[AuditEntry]) -> Option<String> {
+    version_stack(entries).pop()
+}
+
+/// Where `rollback` goes without `--to`: the version below the running one.
+pub fn rollback_target(entries: &[AuditEntry]) -> Option<String> {
+    let mut stack = version_stack(entries);
+    stack.pop();
+    stack.pop()
 }
 
 /// The host's deploy directory and its files.
@@ -100,10 +120,13 @@ impl HostDir {
             );
         }
         let owner = format!("{who} (pid {}) since {}\n", std::process::id(), now());
-        remote
+        if let Err(e) = remote
             .write_file(&format!("{lock}/owner"), owner.as_bytes(), "644")
             .await
-            .map_err(|e| anyhow!("took the lock {lock} but cannot record its owner: {e:#}"))?;
+        {
+            let _ = remote.run("rm", &["-r", &lock]).await;
+            return Err(anyhow!("cannot record the owner of the lock {lock}: {e:#}"));
+        }
         Ok(Lock { path: lock })
     }
 }
@@ -134,17 +157,34 @@ mod tests {
         }
     }
 
+    fn rollback(version: &str) -> AuditEntry {
+        AuditEntry {
+            action: "rollback".into(),
+            ..entry(version, "ok")
+        }
+    }
+
     #[test]
-    fn the_previous_version_is_the_last_good_other_one() {
+    fn deploys_push_versions_and_rollbacks_pop_them() {
         let log = [
             entry("a", "ok"),
             entry("b", "ok"),
             entry("c", "failed: x"),
             entry("b", "ok"),
         ];
-        assert_eq!(previous_version(&log, "b").as_deref(), Some("a"));
-        assert_eq!(previous_version(&log, "c").as_deref(), Some("b"));
-        assert_eq!(previous_version(&log[..1], "a"), None);
+        assert_eq!(version_stack(&log), ["a", "b"]);
+        assert_eq!(running_version(&log).as_deref(), Some("b"));
+        assert_eq!(rollback_target(&log).as_deref(), Some("a"));
+        // Rolling back twice goes further back, not back and forth.
+        let log = [
+            entry("a", "ok"),
+            entry("b", "ok"),
+            entry("c", "ok"),
+            rollback("b"),
+        ];
+        assert_eq!(running_version(&log).as_deref(), Some("b"));
+        assert_eq!(rollback_target(&log).as_deref(), Some("a"));
+        assert_eq!(rollback_target(&log[..1]), None);
     }
 
     #[test]

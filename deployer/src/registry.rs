@@ -116,6 +116,16 @@ impl Registry {
                         .unwrap_or_default()
                 };
                 let realm = param("realm");
+                // Credentials go only to a TLS realm (or one on loopback).
+                let trusted = realm.starts_with("https://")
+                    || realm.starts_with("http://localhost")
+                    || realm.starts_with("http://127.");
+                if !trusted {
+                    bail!(
+                        "the registry {server} asks for credentials at {realm:?}, which is not \
+                         https: refusing to send them there"
+                    );
+                }
                 client
                     .get(&realm)
                     .query(&[("service", param("service"))])

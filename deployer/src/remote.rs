@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
-use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use tokio::io::AsyncWriteExt;
 
 /// `[user@]host[:port]`.
@@ -41,6 +41,11 @@ impl Target {
             ),
             None => (rest, None),
         };
+        if user.as_deref().is_some_and(|u| u.starts_with('-')) || host.starts_with('-') {
+            bail!(
+                "{text:?}: a user or host may not start with `-` (ssh would read it as an option)"
+            );
+        }
         if host.is_empty() || host.contains(char::is_whitespace) {
             bail!("{text:?} is not a host; write [user@]host[:port]");
         }
@@ -106,6 +111,11 @@ impl Remote {
             })
             .control_directory(dir.path())
             .connect_timeout(Duration::from_secs(15))
+            // If this process dies without closing it, the master (and the
+            // forwarded Docker socket) goes away after a minute idle.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("60 is not zero"),
+            ))
             .server_alive_interval(Duration::from_secs(15));
         if let Some(user) = &target.user {
             builder.user(user.clone());
@@ -429,7 +439,7 @@ mod tests {
             Target::parse("ubuntu@h:22").unwrap().to_string(),
             "ubuntu@h:22"
         );
-        for bad in ["", "@h", "u@", "h:port", "h :1"] {
+        for bad in ["", "@h", "u@", "h:port", "h :1", "-oProxyCommand=x", "-u@h"] {
             assert!(Target::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -16,6 +16,9 @@ pub mod labels {
     pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
     pub const NETWORK: &str = "com.docker.compose.network";
     pub const VOLUME: &str = "com.docker.compose.volume";
+    /// Marks the deployer's own short-lived helper containers (volume
+    /// seeding), so it never mistakes someone's `docker compose run` for one.
+    pub const HELPER: &str = "dev.student-ages.helper";
     /// Hash of an image's build inputs, so an unchanged image is not rebuilt.
     pub const INPUTS: &str = "dev.student-ages.inputs";
 }

@@ -31,9 +31,19 @@ pub async fn read(docker: &Docker, stack: &Stack) -> anyhow::Result<Vec<ServiceS
     let containers = project_containers(docker, &stack.project).await?;
     let mut statuses = Vec::new();
     for service in &stack.services {
-        let Some(container) = containers
+        // The container under the service's own name if there is one (a
+        // replacement may have the old one set aside under another).
+        let candidates: Vec<_> = containers
             .iter()
-            .find(|c| !c.oneoff && c.labels.get(labels::SERVICE) == Some(&service.name))
+            .filter(|c| !c.oneoff && c.labels.get(labels::SERVICE) == Some(&service.name))
+            .collect();
+        let canonical = stack.container_name(&service.name);
+        let Some(container) = candidates
+            .iter()
+            .find(|c| c.name == canonical)
+            .or_else(|| candidates.iter().find(|c| c.running))
+            .or(candidates.first())
+            .copied()
         else {
             statuses.push(ServiceStatus {
                 service: service.name.clone(),

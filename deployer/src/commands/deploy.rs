@@ -21,7 +21,7 @@ use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 use crate::checks;
 use crate::commands::{Workspace, push};
 use crate::engine::{Action, Engine};
-use crate::host::{AuditEntry, HostDir, now, previous_version};
+use crate::host::{AuditEntry, HostDir, now, rollback_target, running_version, version_stack};
 use crate::images;
 use crate::progress::Progress;
 use crate::registry::Registry;
@@ -115,14 +115,26 @@ pub async fn deploy(
              for a host anyone else can reach",
         );
     }
+    // Resolved before anything on the host is touched: a bad variable must
+    // not leave a lock behind.
+    let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
     let (mut remote, docker) = connect(workspace, &options.host).await?;
     progress.println(&format!("connected to {}", remote.target));
     let result = async {
         let dir = HostDir::open(&remote).await?;
         let lock = dir.lock(&remote, &who()).await?;
-        let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
         let engine = Engine::new(&docker, progress);
         let unfinished = engine.unfinished();
+        // Set once this attempt's line is in the audit log.
+        let audited = std::cell::Cell::new(false);
+        let audit = |result: String, images: Vec<String>| AuditEntry {
+            time: now(),
+            who: who(),
+            action: "deploy".into(),
+            version: tag.clone(),
+            images,
+            result,
+        };
         let work = async {
             // Pull first: the running version serves while images download.
             let mut pulled = Vec::new();
@@ -134,22 +146,30 @@ pub async fn deploy(
                 pulled.push(registry.pull(&docker, repository, &tag, progress).await?);
             }
             let history = dir.audit(&remote).await?;
-            let previous = previous_version(&history, &tag);
+            // What to put back if this fails: the running version, unless
+            // that is the one being deployed again.
+            let previous = running_version(&history).filter(|v| *v != tag);
             let applied =
                 apply_and_check(workspace, &mut remote, &engine, &stack, options.reseed_data).await;
-            let result = match &applied {
-                Ok(_) => "ok".to_owned(),
+            let actions = match applied {
+                Ok(actions) => actions,
                 Err(error) => {
                     let why = format!("{error:#}");
-                    match &previous {
+                    let result = match &previous {
                         Some(previous) => {
                             progress.println(&format!(
                                 "deploy of {tag} failed; putting {previous} back"
                             ));
-                            let back = workspace.stack_with(&host_overlay(workspace, previous))?;
-                            match apply_and_check(workspace, &mut remote, &engine, &back, false)
-                                .await
+                            let restored = match workspace
+                                .stack_with(&host_overlay(workspace, previous))
                             {
+                                Ok(back) => {
+                                    apply_and_check(workspace, &mut remote, &engine, &back, false)
+                                        .await
+                                }
+                                Err(e) => Err(e),
+                            };
+                            match restored {
                                 Ok(_) => {
                                     format!("failed, {previous} restored: {}", first_line(&why))
                                 }
@@ -161,76 +181,73 @@ pub async fn deploy(
                             }
                         }
                         None => format!(
-                            "failed (no previous version to restore): {}",
+                            "failed (no other version to restore): {}",
                             first_line(&why)
                         ),
-                    }
+                    };
+                    dir.append_audit(&remote, &audit(result.clone(), pulled)).await?;
+                    audited.set(true);
+                    return Err(error.context(format!(
+                        "the deploy of {tag} to {} failed ({result})",
+                        remote.target
+                    )));
                 }
             };
-            dir.append_audit(
-                &remote,
-                &AuditEntry {
-                    time: now(),
-                    who: who(),
-                    action: "deploy".into(),
-                    version: tag.clone(),
-                    images: pulled,
-                    result: result.clone(),
-                },
-            )
-            .await?;
-            match applied {
-                Ok(actions) => {
-                    install_on_host(workspace, &remote, &dir, &tag).await?;
-                    let kept = keep_versions(&history, &tag);
-                    let pruned = prune_images(&docker, workspace, &stack, &registry, &kept).await;
-                    progress.println(&format!(
-                        "images kept on the host for rollback: {} ({} older tags removed)",
-                        kept.join(", "),
-                        pruned
-                    ));
-                    let changed = actions
-                        .iter()
-                        .filter(|(_, a)| *a != Action::Unchanged)
-                        .count();
-                    progress.println(&format!(
-                        "deployed {tag} to {} ({changed} of {} services changed)",
-                        remote.target,
-                        actions.len()
-                    ));
-                    Ok(())
-                }
-                Err(error) => Err(error.context(format!(
-                    "the deploy of {tag} to {} failed ({result})",
-                    remote.target
-                ))),
-            }
+            // In service and checked: leave what status needs, then record it.
+            install_on_host(workspace, &remote, &dir, &tag).await?;
+            dir.append_audit(&remote, &audit("ok".into(), pulled)).await?;
+            audited.set(true);
+            let kept = keep_versions(&history, &tag);
+            let pruned = prune_images(&docker, workspace, &stack, &registry, &kept).await;
+            progress.println(&format!(
+                "images kept on the host for rollback: {} ({pruned} older tags removed)",
+                kept.join(", ")
+            ));
+            let changed = actions
+                .iter()
+                .filter(|(_, a)| *a != Action::Unchanged)
+                .count();
+            progress.println(&format!(
+                "deployed {tag} to {} ({changed} of {} services changed)",
+                remote.target,
+                actions.len()
+            ));
+            Ok(())
         };
         let outcome = tokio::select! {
             outcome = work => outcome,
-            _ = tokio::signal::ctrl_c() => {
-                let undone = engine.undo(&unfinished, &stack.project).await;
-                let _ = dir
-                    .append_audit(
-                        &remote,
-                        &AuditEntry {
-                            time: now(),
-                            who: who(),
-                            action: "deploy".into(),
-                            version: tag.clone(),
-                            images: Vec::new(),
-                            result: format!("interrupted ({undone} unfinished steps undone)"),
-                        },
-                    )
-                    .await;
-                Err(anyhow!(
-                    "interrupted: the deploy of {tag} stopped; {undone} unfinished step(s) were \
-                     undone (new containers removed, replaced ones started again). Check with \
-                     `deployer status --host {}`",
-                    remote.target
-                ))
+            _ = stop_signal() => {
+                if audited.get() {
+                    Err(anyhow!(
+                        "interrupted after the deploy of {tag} was recorded; it is in service"
+                    ))
+                } else {
+                    let undone = engine.undo(&unfinished, &stack.project).await;
+                    let _ = dir
+                        .append_audit(
+                            &remote,
+                            &audit(format!("interrupted ({undone} unfinished steps undone)"), Vec::new()),
+                        )
+                        .await;
+                    audited.set(true);
+                    Err(anyhow!(
+                        "interrupted: the deploy of {tag} stopped; {undone} unfinished step(s) were \
+                         undone (new containers removed, replaced ones started again). Check with \
+                         `deployer status --host {}`",
+                        remote.target
+                    ))
+                }
             }
         };
+        if let Err(error) = &outcome
+            && !audited.get()
+        {
+            // Failed before it changed anything (a pull, reading the log):
+            // still one line, so every attempt is in the log.
+            let _ = dir
+                .append_audit(&remote, &audit(format!("failed: {}", first_line(&format!("{error:#}"))), Vec::new()))
+                .await;
+        }
         let released = lock.release(&remote).await;
         outcome?;
         released
@@ -238,6 +255,21 @@ pub async fn deploy(
     .await;
     remote.close().await;
     result
+}
+
+/// Resolves on Ctrl-C or SIGTERM (a CI job being aborted).
+pub async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Applies `stack`, then runs the read-only acceptance checks through the
@@ -357,22 +389,18 @@ pub async fn rollback(
     let result = async {
         let dir = HostDir::open(&remote).await?;
         let lock = dir.lock(&remote, &who()).await?;
-        let outcome = async {
+        let engine = Engine::new(&docker, progress);
+        let unfinished = engine.unfinished();
+        let work = async {
             let history = dir.audit(&remote).await?;
-            let current = history
-                .iter()
-                .rev()
-                .find(|e| e.ok())
-                .map(|e| e.version.clone());
             let tag = match to {
                 Some(tag) => tag.to_owned(),
-                None => previous_version(&history, current.as_deref().unwrap_or_default())
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "no earlier version in the audit log of {}: name one with --to TAG",
-                            remote.target
-                        )
-                    })?,
+                None => rollback_target(&history).ok_or_else(|| {
+                    anyhow!(
+                        "no earlier version in the audit log of {}: name one with --to TAG",
+                        remote.target
+                    )
+                })?,
             };
             let stack = workspace.stack_with(&host_overlay(workspace, &tag))?;
             for service in &stack.services {
@@ -385,7 +413,6 @@ pub async fn rollback(
                     );
                 }
             }
-            let engine = Engine::new(&docker, progress);
             let applied = apply_and_check(workspace, &mut remote, &engine, &stack, false).await;
             let result = match &applied {
                 Ok(_) => "ok".to_owned(),
@@ -407,8 +434,14 @@ pub async fn rollback(
             install_on_host(workspace, &remote, &dir, &tag).await?;
             progress.println(&format!("rolled back {} to {tag}", remote.target));
             Ok(())
-        }
-        .await;
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            _ = stop_signal() => {
+                let undone = engine.undo(&unfinished, &workspace.stack.project).await;
+                Err(anyhow!("interrupted: the rollback stopped; {undone} unfinished step(s) were undone"))
+            }
+        };
         let released = lock.release(&remote).await;
         outcome?;
         released
@@ -422,15 +455,15 @@ pub async fn rollback(
 const KEEP_VERSIONS: usize = 3;
 
 /// The versions whose images a deploy keeps: the one just deployed and the
-/// last good ones before it, newest first.
+/// ones below it on the version stack (where rollbacks go), newest first.
 fn keep_versions(history: &[AuditEntry], current: &str) -> Vec<String> {
     let mut keep = vec![current.to_owned()];
-    for entry in history.iter().rev().filter(|e| e.ok()) {
+    for version in version_stack(history).into_iter().rev() {
         if keep.len() >= KEEP_VERSIONS {
             break;
         }
-        if !keep.contains(&entry.version) {
-            keep.push(entry.version.clone());
+        if !keep.contains(&version) {
+            keep.push(version);
         }
     }
     keep

@@ -28,7 +28,11 @@ pub async fn run(
         }
         Some(flags) => {
             let (remote, docker) = deploy::connect(workspace, flags).await?;
-            let result = stream(workspace, &docker, options).await;
+            // Ctrl-C is how `logs -f` ends: close the SSH connection then.
+            let result = tokio::select! {
+                result = stream(workspace, &docker, options) => result,
+                _ = deploy::stop_signal() => Ok(()),
+            };
             remote.close().await;
             result
         }

@@ -102,7 +102,11 @@ fn find_pipeline() -> anyhow::Result<PathBuf> {
 /// The stack's URLs on this machine, for people.
 pub fn print_urls(stack: &Stack) {
     let published = |service: &str| {
-        let port = stack.service(service)?.ports.first()?;
+        let port = stack
+            .service(service)?
+            .ports
+            .iter()
+            .find(|p| !p.host_port.is_empty())?;
         let host = match port.host_ip.as_str() {
             "" | "0.0.0.0" => "localhost",
             ip => ip,
@@ -117,6 +121,12 @@ pub fn print_urls(stack: &Stack) {
         println!("  API       {url}/supmit/api/v1.0/get_student_ages");
         println!("  API docs  {url}/docs");
         println!();
-        println!("  try: curl -u root:root -X GET {url}/supmit/api/v1.0/get_student_ages");
+        let user = std::env::var("API_USERNAME").unwrap_or_else(|_| "root".into());
+        let password = if std::env::var_os("API_PASSWORD").is_some() {
+            "$API_PASSWORD"
+        } else {
+            "root"
+        };
+        println!("  try: curl -u {user}:{password} -X GET {url}/supmit/api/v1.0/get_student_ages");
     }
 }

@@ -217,8 +217,12 @@ fn resolve(
                 for (var, value) in map {
                     let value = match value {
                         Some(v) => text(&key(&format!("environment.{var}")), &v.text())?,
-                        // `KEY:` with no value passes the deployer's own variable through.
-                        None => env(var).unwrap_or_default(),
+                        // `KEY:` with no value passes the deployer's own
+                        // variable through, and leaves it out when unset.
+                        None => match env(var) {
+                            Some(value) => value,
+                            None => continue,
+                        },
                     };
                     env_vars.insert(var.clone(), value);
                 }
@@ -227,7 +231,10 @@ fn resolve(
                 for item in list {
                     let (var, value) = match item.split_once('=') {
                         Some((var, value)) => (var, text(&key("environment"), value)?),
-                        None => (item.as_str(), env(item).unwrap_or_default()),
+                        None => match env(item) {
+                            Some(value) => (item.as_str(), value),
+                            None => continue,
+                        },
                     };
                     env_vars.insert(var.to_owned(), value);
                 }
@@ -587,6 +594,16 @@ volumes:
         assert_eq!(stack.networks, ["default"]);
         assert_eq!(stack.container_name("api"), "demo-api-1");
         assert_eq!(stack.volume_name("data"), "demo_data");
+    }
+
+    #[test]
+    fn a_pass_through_variable_that_is_unset_is_left_out() {
+        let yaml = "services:\n  api:\n    image: x\n    environment:\n      SET:\n      UNSET:\n      LISTED: x\n";
+        let stack = load_str(yaml, &[("SET", "1")]).unwrap();
+        assert_eq!(stack.services[0].env, ["LISTED=x", "SET=1"]);
+        let yaml = "services:\n  api:\n    image: x\n    environment: [SET, UNSET]\n";
+        let stack = load_str(yaml, &[("SET", "1")]).unwrap();
+        assert_eq!(stack.services[0].env, ["SET=1"]);
     }
 
     #[test]

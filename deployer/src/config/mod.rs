@@ -104,7 +104,8 @@ impl Environment {
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(value);
+                // Unquoted: ` #` starts a comment, as compose reads it.
+                .unwrap_or_else(|| value.split(" #").next().unwrap_or(value).trim_end());
             dotenv.push((key.trim().to_owned(), value.to_owned()));
         }
         Ok(Environment { dotenv })
@@ -117,5 +118,39 @@ impl Environment {
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.clone())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_reads_quotes_comments_and_export() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "# a comment\nA=plain # trailing comment\nexport B=\"quoted # kept\"\nC='single'\n\nD=\n",
+        )
+        .unwrap();
+        let env = Environment::load(dir.path()).unwrap();
+        let get = |k: &str| {
+            env.dotenv
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("A"), Some("plain"));
+        assert_eq!(get("B"), Some("quoted # kept"));
+        assert_eq!(get("C"), Some("single"));
+        assert_eq!(get("D"), Some(""));
+    }
+
+    #[test]
+    fn a_malformed_dotenv_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "A=1\nnot a pair\n").unwrap();
+        let error = Environment::load(dir.path()).err().unwrap().to_string();
+        assert!(error.ends_with(".env:2:1: expected KEY=VALUE"), "{error}");
     }
 }
