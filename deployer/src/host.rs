@@ -72,6 +72,24 @@ pub fn rollback_target(entries: &[AuditEntry]) -> Option<String> {
     stack.pop()
 }
 
+/// How many versions' images stay on the host for `rollback`.
+pub const KEEP_VERSIONS: usize = 3;
+
+/// The versions whose images a deploy keeps: the one just deployed and the
+/// ones below it on the version stack (where rollbacks go), newest first.
+pub fn keep_versions(history: &[AuditEntry], current: &str) -> Vec<String> {
+    let mut keep = vec![current.to_owned()];
+    for version in version_stack(history).into_iter().rev() {
+        if keep.len() >= KEEP_VERSIONS {
+            break;
+        }
+        if !keep.contains(&version) {
+            keep.push(version);
+        }
+    }
+    keep
+}
+
 /// The host's deploy directory and its files.
 pub struct HostDir {
     pub path: String,
@@ -185,6 +203,20 @@ mod tests {
         assert_eq!(running_version(&log).as_deref(), Some("b"));
         assert_eq!(rollback_target(&log).as_deref(), Some("a"));
         assert_eq!(rollback_target(&log[..1]), None);
+    }
+
+    #[test]
+    fn a_deploy_keeps_the_current_and_the_rollback_targets() {
+        let history = [
+            entry("v1", "ok"),
+            entry("v2", "ok"),
+            entry("bad", "failed, v2 restored: x"),
+            entry("v3", "ok"),
+            rollback("v2"),
+        ];
+        assert_eq!(keep_versions(&history, "v4"), ["v4", "v2", "v1"]);
+        assert_eq!(keep_versions(&history[..1], "v2"), ["v2", "v1"]);
+        assert_eq!(keep_versions(&[], "v1"), ["v1"]);
     }
 
     #[test]

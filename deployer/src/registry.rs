@@ -171,21 +171,9 @@ impl Registry {
         let local = format!("{repository}:{tag}");
         let remote_repo = self.name_of(repository);
         let remote = format!("{remote_repo}:{tag}");
-        docker
-            .tag_image(
-                &local,
-                Some(TagImageOptions {
-                    repo: Some(remote_repo.clone()),
-                    tag: Some(tag.to_owned()),
-                }),
-            )
+        tag_as(docker, &local, &remote_repo, tag)
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot tag {local} as {remote}: {} (build it first: `deployer build`)",
-                    crate::docker::message(&e)
-                )
-            })?;
+            .map_err(|e| e.context("build it first: `deployer build`"))?;
         let task = progress.task(&remote, "pushing");
         let mut stream = docker.push_image(
             &remote_repo,
@@ -256,25 +244,30 @@ impl Registry {
             show(&task, info.status, info.progress_detail.as_ref());
         }
         if remote_repo != repository {
-            docker
-                .tag_image(
-                    &remote,
-                    Some(TagImageOptions {
-                        repo: Some(repository.to_owned()),
-                        tag: Some(tag.to_owned()),
-                    }),
-                )
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "cannot tag {remote} as {repository}:{tag}: {}",
-                        crate::docker::message(&e)
-                    )
-                })?;
+            tag_as(docker, &remote, repository, tag).await?;
         }
         task.done("pulled");
         Ok(remote)
     }
+}
+
+/// Tags the image `from` as `repository:tag`.
+async fn tag_as(docker: &Docker, from: &str, repository: &str, tag: &str) -> anyhow::Result<()> {
+    docker
+        .tag_image(
+            from,
+            Some(TagImageOptions {
+                repo: Some(repository.to_owned()),
+                tag: Some(tag.to_owned()),
+            }),
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot tag {from} as {repository}:{tag}: {}",
+                crate::docker::message(&e)
+            )
+        })
 }
 
 /// One line of push or pull progress. The daemon's `current` can exceed

@@ -21,7 +21,7 @@ use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 use crate::checks;
 use crate::commands::{Workspace, push};
 use crate::engine::{Action, Engine};
-use crate::host::{AuditEntry, HostDir, now, rollback_target, running_version, version_stack};
+use crate::host::{AuditEntry, HostDir, keep_versions, now, rollback_target, running_version};
 use crate::images;
 use crate::progress::Progress;
 use crate::registry::Registry;
@@ -451,24 +451,6 @@ pub async fn rollback(
     result
 }
 
-/// How many versions' images stay on the host for `rollback`.
-const KEEP_VERSIONS: usize = 3;
-
-/// The versions whose images a deploy keeps: the one just deployed and the
-/// ones below it on the version stack (where rollbacks go), newest first.
-fn keep_versions(history: &[AuditEntry], current: &str) -> Vec<String> {
-    let mut keep = vec![current.to_owned()];
-    for version in version_stack(history).into_iter().rev() {
-        if keep.len() >= KEEP_VERSIONS {
-            break;
-        }
-        if !keep.contains(&version) {
-            keep.push(version);
-        }
-    }
-    keep
-}
-
 /// Removes the host's tags of the stack's images that are not kept (by both
 /// their compose and registry names), so releases do not fill its disk.
 /// Best effort: a tag Docker refuses to remove (in use) stays. Returns how
@@ -519,34 +501,4 @@ async fn prune_images(
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(version: &str, result: &str) -> AuditEntry {
-        AuditEntry {
-            time: "t".into(),
-            who: "w".into(),
-            action: "deploy".into(),
-            version: version.into(),
-            images: vec![],
-            result: result.into(),
-        }
-    }
-
-    #[test]
-    fn a_deploy_keeps_the_current_and_the_last_good_versions() {
-        let history = [
-            entry("v1", "ok"),
-            entry("v2", "ok"),
-            entry("bad", "failed, v2 restored: x"),
-            entry("v3", "ok"),
-            entry("v2", "ok"),
-        ];
-        assert_eq!(keep_versions(&history, "v4"), ["v4", "v2", "v3"]);
-        assert_eq!(keep_versions(&history[..1], "v2"), ["v2", "v1"]);
-        assert_eq!(keep_versions(&[], "v1"), ["v1"]);
-    }
 }
