@@ -426,7 +426,7 @@ impl<'a> Engine<'a> {
             Ok(created) => created,
             Err(e) => {
                 let error = anyhow!("cannot create the container {name}: {}", message(&e));
-                return Err(self.put_back(&retired, error).await);
+                return Err(self.put_back(&retired, error, service, task).await);
             }
         };
         let new = Made::Container(created.id.clone());
@@ -460,7 +460,7 @@ impl<'a> Engine<'a> {
             Err(error) => {
                 let _ = self.remove(&created.id).await;
                 self.unfinished.done(&new);
-                Err(self.put_back(&retired, error).await)
+                Err(self.put_back(&retired, error, service, task).await)
             }
         }
     }
@@ -493,7 +493,13 @@ impl<'a> Engine<'a> {
 
     /// Brings retired containers back (their names, started) after a failed
     /// replacement; returns `error` saying so.
-    async fn put_back(&self, retired: &[&ProjectContainer], error: anyhow::Error) -> anyhow::Error {
+    async fn put_back(
+        &self,
+        retired: &[&ProjectContainer],
+        error: anyhow::Error,
+        service: &Service,
+        task: &Task,
+    ) -> anyhow::Error {
         let mut restored = Vec::new();
         for old in retired {
             let back = self
@@ -509,14 +515,23 @@ impl<'a> Engine<'a> {
                 && self.docker.start_container(&old.id, None).await.is_ok();
             if back {
                 self.unfinished.done(&retired_made(old));
-                restored.push(old.name.as_str());
+                // Back in service only once it answers again.
+                task.set(&format!("starting the previous {} again", old.name));
+                let health = match self.health_gate(&old.id, service, task).await {
+                    Ok(()) => "healthy".to_owned(),
+                    Err(e) => format!(
+                        "not healthy: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    ),
+                };
+                restored.push(format!("{} ({health})", old.name));
             }
         }
         if restored.is_empty() {
             error
         } else {
             error.context(format!(
-                "the new container failed; the previous one ({}) was started again",
+                "the new container failed; the previous one was started again: {}",
                 restored.join(", ")
             ))
         }

@@ -301,7 +301,7 @@ fn a_failed_replacement_puts_the_previous_container_back() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("the previous one (") && stderr.contains("was started again"),
+        stderr.contains("the previous one was started again") && stderr.contains("(healthy)"),
         "{stderr}"
     );
     assert!(
@@ -351,6 +351,19 @@ fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
         before,
         "the old containers, under their names"
     );
-    let (status, _) = get(&project.frontend_url("/"), false);
+    // Started again on the interrupt, not waited for: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = project.frontend_url("/");
+    while std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
+        .is_err()
+        || !support::answers(&url)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old frontend never answered again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = get(&url, false);
     assert_eq!(status, 200, "the old frontend serves again");
 }

@@ -209,6 +209,15 @@ impl Drop for TestImage {
     }
 }
 
+/// Whether a GET of `url` gets any HTTP answer.
+pub fn answers(url: &str) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { reqwest::Client::new().get(url).send().await.is_ok() })
+}
+
 /// GET with basic auth root:root; (status, body).
 pub fn get(url: &str, auth: bool) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
