@@ -116,9 +116,17 @@ impl HostDir {
     }
 
     pub async fn append_audit(&self, remote: &Remote, entry: &AuditEntry) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        let path = self.file("audit.log");
+        // A write cut short (a killed deploy) leaves a line without its
+        // newline: start on a fresh line so this entry is not lost with it.
+        let torn = remote
+            .try_run("tail", &["-c", "1", &path])
+            .await?
+            .is_some_and(|last| !last.is_empty() && last != "\n");
+        let mut line = if torn { b"\n".to_vec() } else { Vec::new() };
+        line.extend(serde_json::to_vec(entry)?);
         line.push(b'\n');
-        remote.append_file(&self.file("audit.log"), &line).await
+        remote.append_file(&path, &line).await
     }
 
     /// Takes the deploy lock (an atomic `mkdir`), or says who holds it.

@@ -122,9 +122,21 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
         stdout.contains("healthy") && stdout.contains("6 students"),
         "{stdout}"
     );
+    // A line torn by a killed deploy does not swallow the next entry.
+    let audit_log = host.home().join("student-ages/audit.log");
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&audit_log)
+        .unwrap();
+    std::io::Write::write_all(&mut torn, b"{\"time\": \"2026").unwrap();
+    drop(torn);
+
     // --reseed-data puts the seed back, keeping the live file as a backup.
     let out = env.deployer(&["deploy", "--reseed-data"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let audit = std::fs::read_to_string(&audit_log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "ok", "{audit}");
     let (status, _) = get(&api("/supmit/api/v1.0/get_student_ages/frank"), true);
     assert_eq!(status, 404, "the seed has no frank");
     let volume = host.docker(&[
