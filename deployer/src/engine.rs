@@ -88,10 +88,13 @@ impl<'a> Engine<'a> {
                 self.unfinished.done(&volume);
             }
         }
-        self.remove_orphans(stack).await?;
+        // One listing serves the whole run: replacing one service never
+        // touches another's containers.
+        let containers = project_containers(self.docker, &stack.project).await?;
+        self.remove_orphans(stack, &containers).await?;
         let mut actions = Vec::new();
         for service in &stack.services {
-            let action = self.apply_service(stack, service).await?;
+            let action = self.apply_service(stack, service, &containers).await?;
             actions.push((service.name.clone(), action));
         }
         Ok(actions)
@@ -304,8 +307,12 @@ impl<'a> Engine<'a> {
     }
 
     /// Removes containers of the project whose service is no longer in the stack.
-    async fn remove_orphans(&self, stack: &Stack) -> anyhow::Result<()> {
-        for container in project_containers(self.docker, &stack.project).await? {
+    async fn remove_orphans(
+        &self,
+        stack: &Stack,
+        containers: &[ProjectContainer],
+    ) -> anyhow::Result<()> {
+        for container in containers {
             let service = container
                 .labels
                 .get(labels::SERVICE)
@@ -323,9 +330,16 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    async fn apply_service(&self, stack: &Stack, service: &Service) -> anyhow::Result<Action> {
+    async fn apply_service(
+        &self,
+        stack: &Stack,
+        service: &Service,
+        containers: &[ProjectContainer],
+    ) -> anyhow::Result<Action> {
         let task = self.progress.task(&service.name, "checking");
-        let result = self.apply_service_inner(stack, service, &task).await;
+        let result = self
+            .apply_service_inner(stack, service, containers, &task)
+            .await;
         match &result {
             Ok(action) => task.done(match action {
                 Action::Created => "created, healthy",
@@ -342,6 +356,7 @@ impl<'a> Engine<'a> {
         &self,
         stack: &Stack,
         service: &Service,
+        containers: &[ProjectContainer],
         task: &Task,
     ) -> anyhow::Result<Action> {
         let image = self
@@ -366,9 +381,8 @@ impl<'a> Engine<'a> {
             })?;
         let image_id = image.id.unwrap_or_default();
         let hash = config_hash(service, &image_id);
-        let existing: Vec<ProjectContainer> = project_containers(self.docker, &stack.project)
-            .await?
-            .into_iter()
+        let existing: Vec<&ProjectContainer> = containers
+            .iter()
             .filter(|c| c.labels.get(labels::SERVICE) == Some(&service.name))
             .collect();
         let current = existing
@@ -404,7 +418,7 @@ impl<'a> Engine<'a> {
         // The old container is stopped and set aside, not removed, until the
         // new one is healthy: if the new one fails, the old one comes back.
         let mut retired = Vec::new();
-        for old in &existing {
+        for &old in &existing {
             task.set(&format!("stopping {}", old.name));
             self.retire(old).await?;
             retired.push(old);

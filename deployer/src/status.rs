@@ -27,6 +27,24 @@ pub struct ServiceStatus {
     pub ok: bool,
 }
 
+impl ServiceStatus {
+    /// A service with no container on the daemon.
+    pub fn missing(service: &str) -> ServiceStatus {
+        ServiceStatus {
+            service: service.to_owned(),
+            container: None,
+            image: None,
+            image_id: None,
+            state: "missing".into(),
+            health: "-".into(),
+            uptime_seconds: None,
+            ports: Vec::new(),
+            restarts: 0,
+            ok: false,
+        }
+    }
+}
+
 pub async fn read(docker: &Docker, stack: &Stack) -> anyhow::Result<Vec<ServiceStatus>> {
     let containers = project_containers(docker, &stack.project).await?;
     let mut statuses = Vec::new();
@@ -45,18 +63,7 @@ pub async fn read(docker: &Docker, stack: &Stack) -> anyhow::Result<Vec<ServiceS
             .or(candidates.first())
             .copied()
         else {
-            statuses.push(ServiceStatus {
-                service: service.name.clone(),
-                container: None,
-                image: None,
-                image_id: None,
-                state: "missing".into(),
-                health: "-".into(),
-                uptime_seconds: None,
-                ports: Vec::new(),
-                restarts: 0,
-                ok: false,
-            });
+            statuses.push(ServiceStatus::missing(&service.name));
             continue;
         };
         let inspect = docker
@@ -208,18 +215,7 @@ mod tests {
 
     #[test]
     fn a_missing_service_shows_dashes() {
-        let table = table(&[ServiceStatus {
-            service: "api".into(),
-            container: None,
-            image: None,
-            image_id: None,
-            state: "missing".into(),
-            health: "-".into(),
-            uptime_seconds: None,
-            ports: vec![],
-            restarts: 0,
-            ok: false,
-        }]);
+        let table = table(&[ServiceStatus::missing("api")]);
         assert_eq!(
             table,
             "SERVICE  CONTAINER  IMAGE  STATE    HEALTH  UPTIME  PORTS  RESTARTS\n\

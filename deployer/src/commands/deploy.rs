@@ -19,7 +19,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 
 use crate::checks;
-use crate::commands::{Workspace, push};
+use crate::commands::{Workspace, push, stop_signal};
 use crate::engine::{Action, Engine};
 use crate::host::{AuditEntry, HostDir, keep_versions, now, rollback_target, running_version};
 use crate::images;
@@ -255,21 +255,6 @@ pub async fn deploy(
     .await;
     remote.close().await;
     result
-}
-
-/// Resolves on Ctrl-C or SIGTERM (a CI job being aborted).
-pub async fn stop_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Applies `stack`, then runs the read-only acceptance checks through the

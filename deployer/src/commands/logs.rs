@@ -31,7 +31,7 @@ pub async fn run(
             // Ctrl-C is how `logs -f` ends: close the SSH connection then.
             let result = tokio::select! {
                 result = stream(workspace, &docker, options) => result,
-                _ = deploy::stop_signal() => Ok(()),
+                _ = crate::commands::stop_signal() => Ok(()),
             };
             remote.close().await;
             result

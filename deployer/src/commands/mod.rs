@@ -130,3 +130,18 @@ pub fn print_urls(stack: &Stack) {
         println!("  try: curl -u {user}:{password} -X GET {url}/supmit/api/v1.0/get_student_ages");
     }
 }
+
+/// Resolves on Ctrl-C or SIGTERM (a CI job being aborted).
+pub async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

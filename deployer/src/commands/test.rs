@@ -27,7 +27,7 @@ pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<(
     progress.println(&format!("test project {}", stack.project));
     let result = tokio::select! {
         result = run_checks(&engine, &docker, &stack, workspace) => result,
-        _ = crate::commands::deploy::stop_signal() => Err(anyhow!("interrupted")),
+        _ = crate::commands::stop_signal() => Err(anyhow!("interrupted")),
     };
     let teardown = engine.down(&stack.project, true).await;
     progress.println(&format!("test project {} removed", stack.project));

@@ -24,7 +24,7 @@ pub async fn run(
     let unfinished = engine.unfinished();
     let actions = tokio::select! {
         result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
-        _ = crate::commands::deploy::stop_signal() => {
+        _ = crate::commands::stop_signal() => {
             let removed = engine.undo(&unfinished, &workspace.stack.project).await;
             bail!("interrupted: undid the {removed} unfinished step(s) of this run (new \
                    containers removed, containers it had stopped for a replacement started \

@@ -228,30 +228,23 @@ impl Host {
                 .is_ok_and(|s| s.success())
         });
 
-        run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                dir.join("host_key").to_str().unwrap(),
-            ],
-        );
-        run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                dir.join("client_key").to_str().unwrap(),
-            ],
-        );
+        let keygen = |name: &str| {
+            let path = dir.join(name);
+            run(
+                "ssh-keygen",
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    path.to_str().unwrap(),
+                ],
+            );
+        };
+        keygen("host_key");
+        keygen("client_key");
         let ssh_dir = home.join(".ssh");
         std::fs::create_dir_all(&ssh_dir).unwrap();
         std::fs::copy(dir.join("client_key.pub"), ssh_dir.join("authorized_keys")).unwrap();
