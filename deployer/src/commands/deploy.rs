@@ -19,7 +19,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 
 use crate::checks;
-use crate::commands::{Workspace, push, stop_signal};
+use crate::commands::{StopSignal, Workspace, push};
 use crate::engine::{Action, Engine};
 use crate::host::{AuditEntry, HostDir, keep_versions, now, rollback_target, running_version};
 use crate::images;
@@ -122,6 +122,8 @@ pub async fn deploy(
     progress.println(&format!("connected to {}", remote.target));
     let result = async {
         let dir = HostDir::open(&remote).await?;
+        // Caught from before the lock is taken, so no signal can leave it held.
+        let mut stop = StopSignal::install()?;
         let lock = dir.lock(&remote, &who()).await?;
         let engine = Engine::new(&docker, progress);
         let unfinished = engine.unfinished();
@@ -216,7 +218,7 @@ pub async fn deploy(
         };
         let outcome = tokio::select! {
             outcome = work => outcome,
-            _ = stop_signal() => {
+            _ = stop.received() => {
                 if audited.get() {
                     Err(anyhow!(
                         "interrupted after the deploy of {tag} was recorded; it is in service"
@@ -373,6 +375,8 @@ pub async fn rollback(
     let (mut remote, docker) = connect(workspace, flags).await?;
     let result = async {
         let dir = HostDir::open(&remote).await?;
+        // Caught from before the lock is taken, so no signal can leave it held.
+        let mut stop = StopSignal::install()?;
         let lock = dir.lock(&remote, &who()).await?;
         let engine = Engine::new(&docker, progress);
         let unfinished = engine.unfinished();
@@ -422,7 +426,7 @@ pub async fn rollback(
         };
         let outcome = tokio::select! {
             outcome = work => outcome,
-            _ = stop_signal() => {
+            _ = stop.received() => {
                 let undone = engine.undo(&unfinished, &workspace.stack.project).await;
                 Err(anyhow!("interrupted: the rollback stopped; {undone} unfinished step(s) were undone"))
             }

@@ -4,8 +4,8 @@ use anyhow::{anyhow, bail};
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 
-use crate::commands::Workspace;
 use crate::commands::deploy::{self, HostFlags};
+use crate::commands::{StopSignal, Workspace};
 use crate::engine::project_containers;
 use crate::stack::labels;
 
@@ -27,11 +27,12 @@ pub async fn run(
             stream(workspace, &docker, options).await
         }
         Some(flags) => {
+            let mut stop = StopSignal::install()?;
             let (remote, docker) = deploy::connect(workspace, flags).await?;
             // Ctrl-C is how `logs -f` ends: close the SSH connection then.
             let result = tokio::select! {
                 result = stream(workspace, &docker, options) => result,
-                _ = crate::commands::stop_signal() => Ok(()),
+                _ = stop.received() => Ok(()),
             };
             remote.close().await;
             result

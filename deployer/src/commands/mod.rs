@@ -131,17 +131,29 @@ pub fn print_urls(stack: &Stack) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM (a CI job being aborted).
-pub async fn stop_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// Ctrl-C and SIGTERM (a CI job being aborted), caught from the moment it
+/// is installed: a signal that arrives before anyone waits for it is kept
+/// for the next wait instead of killing the process halfway through a step
+/// (say, just after taking the host lock).
+pub struct StopSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    pub fn install() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Resolves when either signal has arrived (or had arrived).
+    pub async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
         }
     }
 }

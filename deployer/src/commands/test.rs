@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail};
 
 use crate::checks;
-use crate::commands::Workspace;
+use crate::commands::{StopSignal, Workspace};
 use crate::engine::{Engine, project_containers};
 use crate::progress::Progress;
 use crate::stack::labels;
@@ -23,11 +23,12 @@ pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<(
             port.host_port = String::new();
         }
     }
+    let mut stop = StopSignal::install()?;
     let engine = Engine::new(&docker, progress);
     progress.println(&format!("test project {}", stack.project));
     let result = tokio::select! {
         result = run_checks(&engine, &docker, &stack, workspace) => result,
-        _ = crate::commands::stop_signal() => Err(anyhow!("interrupted")),
+        _ = stop.received() => Err(anyhow!("interrupted")),
     };
     let teardown = engine.down(&stack.project, true).await;
     progress.println(&format!("test project {} removed", stack.project));

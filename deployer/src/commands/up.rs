@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use crate::commands::{Workspace, build, print_urls};
+use crate::commands::{StopSignal, Workspace, build, print_urls};
 use crate::engine::{Action, Engine};
 use crate::progress::Progress;
 
@@ -20,11 +20,12 @@ pub async fn run(
     if !options.no_build {
         build::build(&docker, workspace, progress).await?;
     }
+    let mut stop = StopSignal::install()?;
     let engine = Engine::new(&docker, progress);
     let unfinished = engine.unfinished();
     let actions = tokio::select! {
         result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
-        _ = crate::commands::stop_signal() => {
+        _ = stop.received() => {
             let removed = engine.undo(&unfinished, &workspace.stack.project).await;
             bail!("interrupted: undid the {removed} unfinished step(s) of this run (new \
                    containers removed, containers it had stopped for a replacement started \
