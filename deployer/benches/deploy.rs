@@ -5,7 +5,7 @@
 //!
 //!   cargo bench -p deployer --bench deploy [-- RUNS]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/deployer/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

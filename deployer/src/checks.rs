@@ -1,14 +1,24 @@
 //! Acceptance checks: HTTP requests against a running stack, each with the
-//! status, JSON fields and body text its answer must hold.
+//! status, JSON fields and body text its answer must hold; and the
+//! throw-away project `deployer test` runs them against.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::pipeline::{Auth, Check};
+use anyhow::{anyhow, bail};
+use secrecy::ExposeSecret;
+
+use crate::config::pipeline::{Auth, Check, JsonKind};
+use crate::docker::project_containers;
+use crate::engine::{Engine, Volumes};
+use crate::progress::Progress;
+use crate::signal::StopSignal;
+use crate::stack::{Restart, Stack};
+use crate::workspace::Workspace;
 
 /// The result of one check.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub name: String,
     /// None when the check passed; what was wrong otherwise.
     pub failure: Option<String>,
@@ -16,7 +26,7 @@ pub struct Outcome {
 
 /// Runs `checks` in order (a write then a read must see the write).
 /// `base_urls` maps a service to `http://host:port`.
-pub async fn run(
+pub(crate) async fn run(
     checks: &[Check],
     base_urls: &HashMap<String, String>,
     auth: &Auth,
@@ -50,7 +60,7 @@ async fn run_one(
     let method = reqwest::Method::from_bytes(check.method.as_bytes()).map_err(|e| e.to_string())?;
     let mut request = client.request(method, &url);
     if check.auth {
-        request = request.basic_auth(&auth.username, Some(&auth.password));
+        request = request.basic_auth(&auth.username, Some(auth.password.expose_secret()));
     }
     if let Some(body) = &check.body {
         request = request.json(body);
@@ -77,9 +87,18 @@ async fn run_one(
             shown()
         ));
     }
-    if !check.json.is_empty() {
+    if !check.json.is_empty() || !check.shape.is_empty() {
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("the body is not JSON ({e}): {}", shown()))?;
+        for (pointer, kind) in &check.shape {
+            match json.pointer(pointer).map(JsonKind::of) {
+                Some(actual) if actual == *kind => {}
+                Some(actual) => {
+                    return Err(format!("{pointer}: expected {kind:?}, got {actual:?}"));
+                }
+                None => return Err(format!("{pointer}: missing from {}", shown())),
+            }
+        }
         for (pointer, expected) in &check.json {
             match json.pointer(pointer) {
                 Some(actual) if actual == expected => {}
@@ -96,4 +115,87 @@ async fn run_one(
         }
     }
     Ok(())
+}
+
+/// `deployer test` and `release`: runs the images in a throw-away project
+/// (own network, loopback ports the daemon picks, a fresh copy of the seed
+/// data), runs every acceptance check, always tears down. Fails naming how
+/// many checks failed.
+pub(crate) async fn test_images(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
+    let docker = workspace.local_docker().await?;
+    let mut stack = workspace.stack.clone();
+    stack.project = format!("{}-test-{}", stack.project, std::process::id());
+    for service in &mut stack.services {
+        service.restart = Restart::No;
+        for port in &mut service.ports {
+            port.host_ip = "127.0.0.1".into();
+            port.host_port = String::new();
+        }
+    }
+    let mut stop = StopSignal::install()?;
+    let engine = Engine::new(&docker, progress);
+    progress.println(&format!("test project {}", stack.project));
+    let result = tokio::select! {
+        result = run_in(&engine, &docker, &stack, workspace, progress) => result,
+        _ = stop.received() => Err(anyhow!("interrupted")),
+    };
+    let teardown = engine.down(&stack.project, Volumes::Remove).await;
+    progress.println(&format!("test project {} removed", stack.project));
+    let failed = result?;
+    teardown?;
+    if failed > 0 {
+        bail!(
+            "{failed} of {} acceptance checks failed (see the FAIL lines above); nothing was released",
+            workspace.pipeline.checks.len()
+        );
+    }
+    Ok(())
+}
+
+/// Applies the throw-away stack and runs the checks; the number failed.
+async fn run_in(
+    engine: &Engine,
+    docker: &bollard::Docker,
+    stack: &Stack,
+    workspace: &Workspace,
+    progress: &Progress,
+) -> anyhow::Result<usize> {
+    engine.apply(stack, &workspace.pipeline.seeds).await?;
+    let mut base_urls = HashMap::new();
+    for container in project_containers(docker, &stack.project).await? {
+        let inspect = docker.inspect_container(&container.id, None).await?;
+        let port = inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| {
+                ports
+                    .into_values()
+                    .flatten()
+                    .flatten()
+                    .find_map(|b| b.host_port.filter(|p| !p.is_empty()))
+            });
+        if let Some(port) = port {
+            base_urls.insert(
+                container.service().to_owned(),
+                format!("http://127.0.0.1:{port}"),
+            );
+        }
+    }
+    let outcomes = run(
+        &workspace.pipeline.checks,
+        &base_urls,
+        &workspace.pipeline.auth,
+    )
+    .await;
+    let mut failed = 0;
+    for outcome in &outcomes {
+        match &outcome.failure {
+            None => progress.out(&format!("PASS  {}", outcome.name)),
+            Some(why) => {
+                failed += 1;
+                progress.out(&format!("FAIL  {}: {why}", outcome.name));
+            }
+        }
+    }
+    Ok(failed)
 }

@@ -19,19 +19,17 @@ use tokio::io::AsyncBufReadExt;
 use crate::config::pipeline::{ImageSpec, Pipeline};
 use crate::progress::{Progress, Task};
 use crate::stack::{Stack, labels};
+use crate::workspace::Workspace;
 
 /// The target static binaries are built for (glibc, `+crt-static`).
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// An image of the stack, as built or found.
 #[derive(Debug, Clone)]
-pub struct Image {
+pub(crate) struct Image {
     pub service: String,
-    /// `repository:latest`, the name the stack refers to by default.
-    pub reference: String,
     /// `repository:<git sha>[-dirty]`.
     pub versioned: String,
-    pub id: String,
     pub size: i64,
     /// False when the inputs were unchanged and the build was skipped.
     pub rebuilt: bool,
@@ -39,7 +37,7 @@ pub struct Image {
 
 /// The version tag of this checkout: the short git sha, `-dirty` when the
 /// tree has uncommitted changes; `dev` outside git.
-pub fn version_tag(root: &Path) -> String {
+pub(crate) fn version_tag(root: &Path) -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -61,17 +59,38 @@ pub fn version_tag(root: &Path) -> String {
 }
 
 /// The repository part of an image reference (`host:5000/a/b:tag` → `host:5000/a/b`).
-pub fn repository(reference: &str) -> &str {
+pub(crate) fn repository(reference: &str) -> &str {
     match reference.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => repo,
         _ => reference,
     }
 }
 
+/// The build step `build`, `up` and `release` share: the static binaries,
+/// then every image of the pipeline, tagged with this checkout's version.
+pub(crate) async fn build_stack(
+    docker: &Docker,
+    workspace: &Workspace,
+    progress: &Progress,
+) -> anyhow::Result<Vec<Image>> {
+    let binaries = cargo_build(workspace, progress).await?;
+    let version = version_tag(&workspace.pipeline.root);
+    build_all(
+        docker,
+        &workspace.pipeline,
+        &workspace.stack,
+        &binaries,
+        &version,
+        progress,
+    )
+    .await
+}
+
 /// Builds the release binaries of every image, statically linked.
-pub async fn cargo_build(pipeline: &Pipeline, progress: &Progress) -> anyhow::Result<PathBuf> {
+async fn cargo_build(workspace: &Workspace, progress: &Progress) -> anyhow::Result<PathBuf> {
+    let pipeline = &workspace.pipeline;
     let task = progress.task("cargo", "building static binaries (release)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = workspace.var("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = tokio::process::Command::new(&cargo);
     command
         .args(["build", "--release", "--locked", "--target", TARGET])
@@ -116,7 +135,8 @@ pub async fn cargo_build(pipeline: &Pipeline, progress: &Progress) -> anyhow::Re
         );
     }
     task.done("static binaries built");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+    let target_dir = workspace
+        .var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|d| {
             if d.is_absolute() {
@@ -131,7 +151,7 @@ pub async fn cargo_build(pipeline: &Pipeline, progress: &Progress) -> anyhow::Re
 
 /// The deterministic build context of one image: its Dockerfile, its
 /// binary and the extra files it names.
-pub fn build_context(spec: &ImageSpec, binaries: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn build_context(spec: &ImageSpec, binaries: &Path) -> anyhow::Result<Vec<u8>> {
     let mut entries: Vec<(String, PathBuf, u32)> = vec![
         ("Dockerfile".to_owned(), spec.dockerfile.clone(), 0o644),
         (spec.binary.clone(), binaries.join(&spec.binary), 0o755),
@@ -164,7 +184,7 @@ pub fn build_context(spec: &ImageSpec, binaries: &Path) -> anyhow::Result<Vec<u8
 /// Builds (or finds unchanged) the image of each pipeline image spec and
 /// tags it `repository:latest` and `repository:<version>`. Images build
 /// in parallel, one progress line each.
-pub async fn build_all(
+async fn build_all(
     docker: &Docker,
     pipeline: &Pipeline,
     stack: &Stack,
@@ -267,19 +287,17 @@ async fn build_one(
     ));
     Ok(Image {
         service: spec.service.clone(),
-        reference,
         versioned,
-        id: image.id.unwrap_or_default(),
         size,
         rebuilt: !unchanged,
     })
 }
 
-pub fn megabytes(bytes: i64) -> String {
+pub(crate) fn megabytes(bytes: i64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

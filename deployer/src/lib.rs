@@ -1,18 +1,29 @@
 //! The student-ages deployer: builds the stack's images, runs the stack on a
-//! Docker daemon, checks it, and reports its status.
+//! Docker daemon (this machine's, or a deploy host's through SSH), checks
+//! it, and reports its status.
 //!
 //! `main.rs` parses the command line; `commands` turns each subcommand into
-//! calls to the modules below, which know nothing of clap.
+//! calls to the modules below, which know nothing of clap. ARCHITECTURE.md
+//! at the repository root is the map.
 
-pub mod checks;
 pub mod commands;
-pub mod config;
-pub mod docker;
-pub mod engine;
-pub mod host;
-pub mod images;
 pub mod progress;
-pub mod registry;
-pub mod remote;
-pub mod stack;
-pub mod status;
+pub mod workspace;
+
+pub use host::{HostFlags, Unverifiable};
+pub use registry::Dirty;
+
+mod checks;
+mod config;
+mod docker;
+mod engine;
+mod errors;
+mod host;
+mod images;
+mod registry;
+mod remote;
+mod signal;
+mod stack;
+mod status;
+
+pub use engine::Volumes;

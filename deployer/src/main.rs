@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use deployer::commands::deploy::HostFlags;
-use deployer::commands::{self, Files, Workspace};
+use deployer::commands::{self, deploy, logs, status, up};
 use deployer::progress::Progress;
+use deployer::workspace::{Files, Workspace};
+use deployer::{Dirty, HostFlags, Unverifiable, Volumes};
 
 const AFTER_HELP: &str = "\
 Files: pipeline.yaml (found in this directory or a parent) says how images are
@@ -129,6 +130,13 @@ enum Command {
         #[arg(long)]
         allow_dirty: bool,
     },
+    /// See or release the deploy host's lock. A deploy killed with SIGKILL
+    /// cannot release it; once that deploy's SSH connection is gone (within
+    /// a minute), `lock release` removes it. A live lock is never released.
+    Lock {
+        #[command(subcommand)]
+        verb: LockVerb,
+    },
     /// Print the services' logs, each line prefixed by its service.
     Logs {
         /// Only this service's logs.
@@ -141,6 +149,25 @@ enum Command {
         tail: String,
         #[command(flatten)]
         host: HostArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LockVerb {
+    /// Who holds the lock, since when, and whether that deploy is still
+    /// connected.
+    Status {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Remove a stale lock (its deploy's SSH connection is gone).
+    Release {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Also remove a lock that does not record its connection (taken by
+        /// an older deployer), when you know no deploy is running.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -196,19 +223,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let workspace = Workspace::load(&files)?;
     let progress = Progress::detect();
+    let dirty = |allow: bool| if allow { Dirty::Allow } else { Dirty::Refuse };
     match cli.command {
-        Command::Build => {
-            let images = commands::build::run(&workspace, &progress).await?;
-            commands::build::print_sizes(&images);
-        }
+        Command::Build => commands::build::run(&workspace, &progress).await?,
         Command::Up { no_build } => {
-            commands::up::run(&workspace, &commands::up::Options { no_build }, &progress).await?;
+            let build = if no_build {
+                up::Build::Skip
+            } else {
+                up::Build::IfChanged
+            };
+            up::run(&workspace, build, &progress).await?;
         }
-        Command::Down { volumes } => commands::down::run(&workspace, volumes, &progress).await?,
+        Command::Down { volumes } => {
+            let volumes = if volumes {
+                Volumes::Remove
+            } else {
+                Volumes::Keep
+            };
+            commands::down::run(&workspace, volumes, &progress).await?;
+        }
         Command::Test => commands::test::run(&workspace, &progress).await?,
         Command::Status { json, host } => {
-            let remote = host.host.is_some().then(|| host.flags());
-            if !commands::status::run(&workspace, json, remote.as_ref()).await? {
+            let format = if json {
+                status::Format::Json
+            } else {
+                status::Format::Table
+            };
+            let flags = host.flags();
+            let place = if host.host.is_some() {
+                status::Place::Host(&flags)
+            } else {
+                status::Place::Here
+            };
+            if !status::run(&workspace, format, place, &progress).await? {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -217,26 +264,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tag,
             reseed_data,
         } => {
-            let options = commands::deploy::Options {
+            let options = deploy::Options {
                 host: host.flags(),
                 tag,
-                reseed_data,
+                data: if reseed_data {
+                    deploy::Data::Reseed
+                } else {
+                    deploy::Data::Keep
+                },
             };
-            commands::deploy::deploy(&workspace, &options, &progress).await?;
+            deploy::run(&workspace, &options, &progress).await?;
         }
         Command::Rollback { host, to } => {
-            commands::deploy::rollback(&workspace, &host.flags(), to.as_deref(), &progress).await?;
+            let options = commands::rollback::Options {
+                host: host.flags(),
+                to,
+            };
+            commands::rollback::run(&workspace, &options, &progress).await?;
         }
         Command::Push { allow_dirty, tag } => {
-            let options = commands::push::Options { allow_dirty, tag };
-            commands::push::run(&workspace, &options, &progress, false).await?;
+            let options = commands::push::Options {
+                dirty: dirty(allow_dirty),
+                tag,
+            };
+            commands::push::run(&workspace, &options, &progress).await?;
         }
         Command::Release { allow_dirty } => {
-            let options = commands::push::Options {
-                allow_dirty,
-                tag: None,
+            commands::release::run(&workspace, dirty(allow_dirty), &progress).await?;
+        }
+        Command::Lock { verb } => {
+            let (host, verb) = match verb {
+                LockVerb::Status { host } => (host, commands::lock::Verb::Status),
+                LockVerb::Release { host, force } => (
+                    host,
+                    commands::lock::Verb::Release(if force {
+                        Unverifiable::Release
+                    } else {
+                        Unverifiable::Refuse
+                    }),
+                ),
             };
-            commands::release::run(&workspace, &options, &progress).await?;
+            commands::lock::run(&workspace, &host.flags(), verb, &progress).await?;
         }
         Command::Logs {
             service,
@@ -244,13 +312,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tail,
             host,
         } => {
-            let remote = host.host.is_some().then(|| host.flags());
-            let options = commands::logs::Options {
+            let flags = host.flags();
+            let options = logs::Options {
                 service: service.as_deref(),
-                follow,
+                follow: if follow {
+                    logs::Follow::Yes
+                } else {
+                    logs::Follow::No
+                },
                 tail: &tail,
             };
-            commands::logs::run(&workspace, &options, remote.as_ref()).await?
+            let remote = host.host.is_some().then_some(&flags);
+            logs::run(&workspace, &options, remote, &progress).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -49,7 +49,17 @@ impl Progress {
         task
     }
 
-    /// A line above the bars (or on its own without a terminal).
+    /// A command's result (a table, JSON, a list): printed as it is, with
+    /// no timestamp, above any bars. Every line a command shows goes
+    /// through here or through [`Progress::println`].
+    pub fn out(&self, text: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| println!("{text}")),
+            None => println!("{text}"),
+        }
+    }
+
+    /// A progress line above the bars (timestamped without a terminal).
     pub fn println(&self, line: &str) {
         match &self.multi {
             Some(multi) => {

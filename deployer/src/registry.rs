@@ -11,6 +11,7 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
+use secrecy::ExposeSecret;
 
 use crate::config::pipeline::RegistrySettings;
 use crate::progress::{Progress, Task};
@@ -50,7 +51,7 @@ impl Registry {
         }
         Some(DockerCredentials {
             username: Some(self.settings.username.clone()),
-            password: Some(self.settings.password.clone()),
+            password: Some(self.settings.password.expose_secret().to_owned()),
             serveraddress: Some(if self.is_docker_hub() {
                 "https://index.docker.io/v1/".to_owned()
             } else {
@@ -76,7 +77,7 @@ impl Registry {
     /// password or an unreachable registry fails before any build.
     pub async fn check_login(&self) -> anyhow::Result<()> {
         let server = &self.settings.server;
-        if self.settings.username.is_empty() || self.settings.password.is_empty() {
+        if self.settings.username.is_empty() || self.settings.password.expose_secret().is_empty() {
             bail!(
                 "no credentials for the registry {server}: set DOCKER_USERNAME and DOCKER_PASSWORD \
                  in the environment (Jenkins binds them from the dockerhub-creds credential)"
@@ -91,7 +92,7 @@ impl Registry {
             anyhow!(
                 "the registry {server} is unreachable ({url}): {}; check DOCKER_REGISTRY and the \
                  network",
-                root_cause(&e)
+                crate::errors::root_cause(&e)
             )
         };
         let response = client.get(&url).send().await.map_err(unreachable)?;
@@ -129,7 +130,10 @@ impl Registry {
                 client
                     .get(&realm)
                     .query(&[("service", param("service"))])
-                    .basic_auth(&self.settings.username, Some(&self.settings.password))
+                    .basic_auth(
+                        &self.settings.username,
+                        Some(self.settings.password.expose_secret()),
+                    )
                     .send()
                     .await
                     .map_err(unreachable)?
@@ -137,7 +141,10 @@ impl Registry {
             }
             401 => client
                 .get(&url)
-                .basic_auth(&self.settings.username, Some(&self.settings.password))
+                .basic_auth(
+                    &self.settings.username,
+                    Some(self.settings.password.expose_secret()),
+                )
                 .send()
                 .await
                 .map_err(unreachable)?
@@ -161,7 +168,7 @@ impl Registry {
 
     /// Tags `local` (`repo:tag`) with this registry's name and pushes it,
     /// one progress bar per image; returns the pushed reference.
-    pub async fn push(
+    async fn push(
         &self,
         docker: &Docker,
         repository: &str,
@@ -202,7 +209,68 @@ impl Registry {
     }
 }
 
+/// Whether a `-dirty` version (built from uncommitted changes) may be
+/// pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dirty {
+    Refuse,
+    Allow,
+}
+
 impl Registry {
+    /// Pushes each of `repositories` as `version` and `latest`; returns
+    /// the pushed references.
+    pub(crate) async fn push_release(
+        &self,
+        docker: &Docker,
+        repositories: &[&str],
+        version: &str,
+        dirty: Dirty,
+        progress: &Progress,
+    ) -> anyhow::Result<Vec<String>> {
+        self.push_tags(docker, repositories, &[version, "latest"], dirty, progress)
+            .await
+    }
+
+    /// Pushes each of `repositories` tagged `tag`, only that tag:
+    /// re-publishing an older build.
+    pub(crate) async fn push_tag(
+        &self,
+        docker: &Docker,
+        repositories: &[&str],
+        tag: &str,
+        dirty: Dirty,
+        progress: &Progress,
+    ) -> anyhow::Result<Vec<String>> {
+        self.push_tags(docker, repositories, &[tag], dirty, progress)
+            .await
+    }
+
+    async fn push_tags(
+        &self,
+        docker: &Docker,
+        repositories: &[&str],
+        tags: &[&str],
+        dirty: Dirty,
+        progress: &Progress,
+    ) -> anyhow::Result<Vec<String>> {
+        if let Some(version) = tags.iter().find(|t| t.ends_with("-dirty"))
+            && dirty == Dirty::Refuse
+        {
+            bail!(
+                "the checkout has uncommitted changes (version {version}): commit them so the \
+                 pushed tag names a real commit, or pass --allow-dirty"
+            );
+        }
+        let mut pushed = Vec::new();
+        for repository in repositories {
+            for tag in tags {
+                pushed.push(self.push(docker, repository, tag, progress).await?);
+            }
+        }
+        Ok(pushed)
+    }
+
     /// Pulls `repository:tag` from this registry onto `docker` (progress per
     /// image) and tags it `repository:tag` there, the name the compose file
     /// uses, so the stack is the same on every host.
@@ -282,14 +350,6 @@ fn show(task: &Task, status: Option<String>, detail: Option<&ProgressDetail>) {
     }
 }
 
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +358,7 @@ mod tests {
         Registry::new(RegistrySettings {
             server: server.into(),
             username: "u".into(),
-            password: "p".into(),
+            password: "p".to_owned().into(),
         })
     }
 

@@ -9,7 +9,6 @@
 //! records it), and nothing turns checking off.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -17,16 +16,18 @@ use bollard::Docker;
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use tokio::io::AsyncWriteExt;
 
+use crate::docker::ConnectError;
+
 /// `[user@]host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub user: Option<String>,
     pub host: String,
     pub port: Option<u16>,
 }
 
 impl Target {
-    pub fn parse(text: &str) -> anyhow::Result<Target> {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Target> {
         let (user, rest) = match text.split_once('@') {
             Some((user, rest)) if !user.is_empty() => (Some(user.to_owned()), rest),
             Some(_) => bail!("{text:?}: the user before `@` is empty"),
@@ -72,7 +73,7 @@ impl std::fmt::Display for Target {
 
 /// How to reach the host, from flags and the environment.
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+pub(crate) struct ConnectOptions {
     /// `EC2_PRIVATE_KEY`: a private key file.
     pub key: Option<PathBuf>,
     /// `EC2_KNOWN_HOSTS`; the user's known_hosts when unset.
@@ -87,7 +88,7 @@ pub struct ConnectOptions {
 }
 
 /// An open connection to the host.
-pub struct Remote {
+pub(crate) struct Remote {
     pub target: Target,
     session: Session,
     /// Holds the control socket and the forwarded Docker socket; short, for
@@ -97,7 +98,10 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub async fn connect(target: &Target, options: &ConnectOptions) -> anyhow::Result<Remote> {
+    pub(crate) async fn connect(
+        target: &Target,
+        options: &ConnectOptions,
+    ) -> anyhow::Result<Remote> {
         let dir = tempfile::Builder::new()
             .prefix("sa-")
             .tempdir_in("/tmp")
@@ -168,7 +172,7 @@ impl Remote {
 
     /// Forwards a local socket to the host's Docker socket and connects
     /// bollard to it.
-    pub async fn docker(&mut self, remote_socket: &str) -> anyhow::Result<Docker> {
+    pub(crate) async fn docker(&mut self, remote_socket: &str) -> anyhow::Result<Docker> {
         let local = self.dir.path().join("docker.sock");
         let _ = std::fs::remove_file(&local);
         let listen = Socket::UnixSocket {
@@ -183,24 +187,27 @@ impl Remote {
             .map_err(|e| anyhow!("cannot forward the host's Docker socket {remote_socket}: {e}"))?;
         self.forwards.push((listen, connect));
         let socket = local.to_string_lossy().into_owned();
-        crate::docker::connect_unix(&socket).await.map_err(|e| {
-            let text = format!("{e:#}");
-            if text.contains("permission denied") || text.contains("did not answer") {
-                anyhow!(
-                    "the SSH user on {} cannot use the Docker socket {remote_socket}: add it to the \
-                     `docker` group on the host (`sudo usermod -aG docker USER`) or set \
-                     EC2_DOCKER_SOCKET to the daemon's socket. ({text})",
+        crate::docker::connect_unix(&socket)
+            .await
+            .map_err(|error| match error {
+                // Through the forward, sshd's own failure to reach the
+                // socket (no permission, no such socket) arrives as a reset.
+                ConnectError::PermissionDenied { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::Other { .. } => anyhow!(
+                    "the SSH user on {} cannot use the Docker socket {remote_socket}: add it to \
+                     the `docker` group on the host (`sudo usermod -aG docker USER`) or set \
+                     EC2_DOCKER_SOCKET to the daemon's socket. ({error})",
                     self.target
-                )
-            } else {
-                e.context(format!("the Docker daemon on {}", self.target))
-            }
-        })
+                ),
+                other => anyhow::Error::new(other)
+                    .context(format!("the Docker daemon on {}", self.target)),
+            })
     }
 
     /// Forwards a local loopback TCP port to `127.0.0.1:port` on the host;
     /// returns the local port.
-    pub async fn forward_tcp(&mut self, port: u16) -> anyhow::Result<u16> {
+    pub(crate) async fn forward_tcp(&mut self, port: u16) -> anyhow::Result<u16> {
         let local_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -222,7 +229,7 @@ impl Remote {
 
     /// Runs a program on the host (no shell); its stdout, or an error with
     /// its stderr.
-    pub async fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) async fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = self
             .session
             .command(program)
@@ -242,7 +249,11 @@ impl Remote {
     }
 
     /// Like [`Remote::run`], but a failure is an answer, not an error.
-    pub async fn try_run(&self, program: &str, args: &[&str]) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn try_run(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Option<String>> {
         let out = self
             .session
             .command(program)
@@ -258,7 +269,12 @@ impl Remote {
     }
 
     /// Writes `data` to `path` on the host atomically (temp file + rename).
-    pub async fn write_file(&self, path: &str, data: &[u8], mode: &str) -> anyhow::Result<()> {
+    pub(crate) async fn write_file(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: &str,
+    ) -> anyhow::Result<()> {
         let tmp = format!("{path}.tmp-{}", std::process::id());
         self.pipe_into(&[&format!("of={tmp}"), "status=none"], data)
             .await
@@ -269,7 +285,7 @@ impl Remote {
     }
 
     /// Appends `data` to `path` on the host.
-    pub async fn append_file(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn append_file(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
         self.pipe_into(
             &[
                 &format!("of={path}"),
@@ -304,7 +320,7 @@ impl Remote {
         Ok(())
     }
 
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         for (listen, connect) in std::mem::take(&mut self.forwards) {
             let _ = self
                 .session
@@ -317,13 +333,7 @@ impl Remote {
 }
 
 fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error) -> anyhow::Error {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let text = crate::errors::chain(&error);
     let known_hosts = options
         .known_hosts
         .as_deref()
@@ -371,12 +381,9 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
     }
 }
 
-/// Where the deployer keeps its files on the host, in the SSH user's home.
-pub const HOST_DIR: &str = "student-ages";
-
 /// Copies a local file's bytes for upload, checking the host's copy first
 /// by size and sha256 to skip an unchanged one; true when it was copied.
-pub async fn put_if_changed(
+pub(crate) async fn put_if_changed(
     remote: &Remote,
     local: &Path,
     path: &str,
@@ -393,24 +400,6 @@ pub async fn put_if_changed(
     }
     remote.write_file(path, &data, mode).await?;
     Ok(true)
-}
-
-/// The local user and machine, for the lock and the audit log.
-pub fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::process::Command::new("hostname")
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    let ci = std::env::var("BUILD_TAG")
-        .map(|t| format!(" ({t})"))
-        .unwrap_or_default();
-    format!("{user}@{host}{ci}")
 }
 
 #[cfg(test)]

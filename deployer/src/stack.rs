@@ -47,9 +47,31 @@ pub struct Service {
     /// The network key this service joins.
     pub network: String,
     pub healthcheck: Option<Healthcheck>,
-    pub restart: String,
+    pub restart: Restart,
     pub depends_on: Vec<String>,
     pub user: Option<String>,
+}
+
+/// When Docker restarts a container that stopped, as compose's `restart:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+impl Restart {
+    pub fn parse(text: &str) -> Option<Restart> {
+        match text {
+            "no" => Some(Restart::No),
+            "always" => Some(Restart::Always),
+            "unless-stopped" => Some(Restart::UnlessStopped),
+            "on-failure" => Some(Restart::OnFailure),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +81,9 @@ pub struct Port {
     /// Host port; empty for one the daemon picks.
     pub host_port: String,
     pub container_port: u16,
+    /// The variables the port's spec read (`API_PORT` in
+    /// `${API_PORT:-5000}:5000`): what a user sets to move it.
+    pub variables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@ use bollard::Docker;
 use serde::Serialize;
 
 use crate::docker::message;
-use crate::engine::{Health, health_of, project_containers};
+use crate::docker::{Health, health_of, project_containers};
 use crate::stack::{Stack, labels};
 
 #[derive(Debug, Clone, Serialize)]

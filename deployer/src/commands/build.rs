@@ -1,42 +1,21 @@
 //! `deployer build`: static binaries, then the images, tagged with the git
 //! version and `latest`; unchanged images are not rebuilt.
 
-use crate::commands::Workspace;
-use crate::images::{self, Image};
+use crate::images;
 use crate::progress::Progress;
+use crate::workspace::Workspace;
 
-pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<Vec<Image>> {
-    let docker = crate::docker::connect_local().await?;
-    build(&docker, workspace, progress).await
-}
-
-/// The build step `up` and `build` share.
-pub async fn build(
-    docker: &bollard::Docker,
-    workspace: &Workspace,
-    progress: &Progress,
-) -> anyhow::Result<Vec<Image>> {
-    let binaries = images::cargo_build(&workspace.pipeline, progress).await?;
-    let version = images::version_tag(&workspace.pipeline.root);
-    images::build_all(
-        docker,
-        &workspace.pipeline,
-        &workspace.stack,
-        &binaries,
-        &version,
-        progress,
-    )
-    .await
-}
-
-pub fn print_sizes(images: &[Image]) {
-    for image in images {
-        println!(
+pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
+    let docker = workspace.local_docker().await?;
+    let built = images::build_stack(&docker, workspace, progress).await?;
+    for image in &built {
+        progress.out(&format!(
             "{:<10} {:<40} {:>8}  {}",
             image.service,
             image.versioned,
             images::megabytes(image.size),
             if image.rebuilt { "built" } else { "unchanged" }
-        );
+        ));
     }
+    Ok(())
 }

@@ -4,15 +4,23 @@ use anyhow::{anyhow, bail};
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 
-use crate::commands::deploy::{self, HostFlags};
-use crate::commands::{StopSignal, Workspace};
-use crate::engine::project_containers;
-use crate::stack::labels;
+use crate::docker::project_containers;
+use crate::host::{self, HostFlags};
+use crate::progress::Progress;
+use crate::signal::StopSignal;
+use crate::workspace::Workspace;
 
 pub struct Options<'a> {
     pub service: Option<&'a str>,
-    pub follow: bool,
+    pub follow: Follow,
     pub tail: &'a str,
+}
+
+/// Whether `logs` keeps streaming new lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    No,
+    Yes,
 }
 
 /// Streams the logs of the local stack, or of the deploy host's with `host`.
@@ -20,18 +28,19 @@ pub async fn run(
     workspace: &Workspace,
     options: &Options<'_>,
     host: Option<&HostFlags>,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     match host {
         None => {
-            let docker = crate::docker::connect_local().await?;
-            stream(workspace, &docker, options).await
+            let docker = workspace.local_docker().await?;
+            stream(workspace, &docker, options, progress).await
         }
         Some(flags) => {
             let mut stop = StopSignal::install()?;
-            let (remote, docker) = deploy::connect(workspace, flags).await?;
+            let (remote, docker) = host::connect(workspace, flags).await?;
             // Ctrl-C is how `logs -f` ends: close the SSH connection then.
             let result = tokio::select! {
-                result = stream(workspace, &docker, options) => result,
+                result = stream(workspace, &docker, options, progress) => result,
                 _ = stop.received() => Ok(()),
             };
             remote.close().await;
@@ -44,6 +53,7 @@ async fn stream(
     workspace: &Workspace,
     docker: &bollard::Docker,
     options: &Options<'_>,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     let Options {
         service,
@@ -69,11 +79,7 @@ async fn stream(
         .unwrap_or(0);
     let mut streams = Vec::new();
     for container in containers.iter().filter(|c| !c.oneoff) {
-        let name = container
-            .labels
-            .get(labels::SERVICE)
-            .cloned()
-            .unwrap_or_default();
+        let name = container.service().to_owned();
         if service.is_some_and(|s| s != name) {
             continue;
         }
@@ -81,7 +87,7 @@ async fn stream(
             .logs(
                 &container.id,
                 Some(LogsOptions {
-                    follow,
+                    follow: follow == Follow::Yes,
                     stdout: true,
                     stderr: true,
                     tail: tail.to_owned(),
@@ -106,12 +112,12 @@ async fn stream(
         buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
-            println!("{name:<width$} | {}", line.trim_end());
+            progress.out(&format!("{name:<width$} | {}", line.trim_end()));
         }
     }
     for (name, rest) in partial {
         if !rest.is_empty() {
-            println!("{name:<width$} | {rest}");
+            progress.out(&format!("{name:<width$} | {rest}"));
         }
     }
     Ok(())

@@ -2,23 +2,33 @@
 //! the acceptance checks, push — in that order; nothing is pushed if a
 //! check fails, and a bad password fails before the build.
 
-use crate::commands::{Workspace, build, push, test};
+use crate::images;
 use crate::progress::Progress;
+use crate::registry::Dirty;
+use crate::workspace::Workspace;
 
-pub async fn run(
-    workspace: &Workspace,
-    options: &push::Options,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let registry = push::registry(workspace)?;
+pub async fn run(workspace: &Workspace, dirty: Dirty, progress: &Progress) -> anyhow::Result<()> {
+    let registry = workspace.registry()?;
     registry.check_login().await?;
     progress.println(&format!(
         "registry {}: login as {} accepted",
         registry.settings.server, registry.settings.username
     ));
-    let docker = crate::docker::connect_local().await?;
-    build::build(&docker, workspace, progress).await?;
-    test::run(workspace, progress).await?;
-    push::run(workspace, options, progress, true).await?;
+    let docker = workspace.local_docker().await?;
+    images::build_stack(&docker, workspace, progress).await?;
+    crate::checks::test_images(workspace, progress).await?;
+    let version = images::version_tag(&workspace.pipeline.root);
+    let pushed = registry
+        .push_release(
+            &docker,
+            &workspace.repositories(),
+            &version,
+            dirty,
+            progress,
+        )
+        .await?;
+    for reference in &pushed {
+        progress.out(&format!("pushed {reference}"));
+    }
     Ok(())
 }

@@ -1,17 +1,35 @@
 //! `deployer status`: the stack on this daemon (or, with `--host`, on the
 //! deploy host over SSH), as a table or JSON, with the last deploy from the
-//! host's audit log, the number of students, and whether the API answers.
-//! Exits non-zero when a service is missing or unhealthy.
+//! host's audit log, and how many records the application holds (asked as
+//! pipeline.yaml's `status:` says). Exits non-zero when a service is
+//! missing or unhealthy.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::commands::Workspace;
-use crate::commands::deploy::{self, HostFlags};
-use crate::host::{AuditEntry, HostDir, parse_audit};
+use crate::host::{self, AuditEntry, HostDir, HostFlags, parse_audit};
+use crate::progress::Progress;
 use crate::stack::Stack;
 use crate::status::{self, ServiceStatus};
+use crate::workspace::Workspace;
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Where `status` looks.
+pub enum Place<'a> {
+    /// The daemon on this machine (on the deploy host, that is the host's).
+    Here,
+    Host(&'a HostFlags),
+}
 
 /// What `status` adds to the per-service lines.
 #[derive(Debug, Serialize)]
@@ -20,81 +38,92 @@ struct Overview {
     healthy: bool,
     services: Vec<ServiceStatus>,
     last_deploy: Option<AuditEntry>,
-    /// Students in the data file, as the API reports them.
-    students: Option<usize>,
-    /// `ok`, or why the API did not answer.
-    api: String,
+    /// `{"students": 6}`: the count, under the name pipeline.yaml gives it.
+    #[serde(flatten)]
+    records: BTreeMap<String, usize>,
+    /// `{"api": "ok"}`, or why the service asked did not answer.
+    #[serde(flatten)]
+    answers: BTreeMap<String, String>,
 }
 
 /// Prints the status; returns whether every service is running and healthy.
 pub async fn run(
     workspace: &Workspace,
-    json: bool,
-    host: Option<&HostFlags>,
+    format: Format,
+    place: Place<'_>,
+    progress: &Progress,
 ) -> anyhow::Result<bool> {
-    let overview = match host {
-        None => {
-            let docker = crate::docker::connect_local().await?;
+    let overview = match place {
+        Place::Here => {
+            let docker = workspace.local_docker().await?;
             let stack = &workspace.stack;
             let services = status::read(&docker, stack).await?;
             let audit = std::fs::read_to_string(workspace.pipeline.root.join("audit.log"))
                 .map(|t| parse_audit(&t))
                 .unwrap_or_default();
-            let api_port = published_port(stack, "api");
-            overview(workspace, stack, services, audit, api_port).await
+            let port = probe_port(workspace, stack);
+            overview(workspace, stack, services, audit, port).await
         }
-        Some(flags) => {
-            let (mut remote, docker) = deploy::connect(workspace, flags).await?;
+        Place::Host(flags) => {
+            let (mut remote, docker) = host::connect(workspace, flags).await?;
             let result = async {
                 let stack = workspace.stack_with(&workspace.pipeline.deploy.env)?;
                 let services = status::read(&docker, &stack).await?;
                 let audit = HostDir::open(&remote).await?.audit(&remote).await?;
-                let api_port = match published_port(&stack, "api") {
+                let port = match probe_port(workspace, &stack) {
                     Some(port) => Some(remote.forward_tcp(port).await?),
                     None => None,
                 };
-                Ok::<_, anyhow::Error>(overview(workspace, &stack, services, audit, api_port).await)
+                Ok::<_, anyhow::Error>(overview(workspace, &stack, services, audit, port).await)
             }
             .await;
             remote.close().await;
             result?
         }
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&overview)?);
-    } else {
-        println!("{}", status::table(&overview.services));
-        println!();
-        match &overview.last_deploy {
-            Some(e) => println!(
-                "last deploy: {} {} by {} at {}: {}",
-                e.action, e.version, e.who, e.time, e.result
-            ),
-            None => println!("last deploy: none recorded here"),
-        }
-        match overview.students {
-            Some(n) => println!("API: answers; {n} students in the data file"),
-            None => println!("API: {}", overview.api),
-        }
-        if !overview.healthy {
-            let bad: Vec<_> = overview
-                .services
-                .iter()
-                .filter(|s| !s.ok)
-                .map(|s| s.service.as_str())
-                .collect();
-            println!(
-                "\nnot healthy: {} (see `deployer logs SERVICE`; start with `deployer up`)",
-                bad.join(", ")
-            );
-        }
+    match format {
+        Format::Json => progress.out(&serde_json::to_string_pretty(&overview)?),
+        Format::Table => progress.out(&table(&overview)),
     }
     Ok(overview.healthy)
 }
 
-fn published_port(stack: &Stack, service: &str) -> Option<u16> {
+fn table(overview: &Overview) -> String {
+    let mut out = status::table(&overview.services);
+    out.push_str("\n\n");
+    match &overview.last_deploy {
+        Some(e) => out.push_str(&format!(
+            "last deploy: {} {} by {} at {}: {}\n",
+            e.action, e.version, e.who, e.time, e.result
+        )),
+        None => out.push_str("last deploy: none recorded here\n"),
+    }
+    for (service, answer) in &overview.answers {
+        match overview.records.iter().next() {
+            Some((name, count)) => out.push_str(&format!("{service}: answers; {count} {name}\n")),
+            None => out.push_str(&format!("{service}: {answer}\n")),
+        }
+    }
+    if !overview.healthy {
+        let bad: Vec<_> = overview
+            .services
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| s.service.as_str())
+            .collect();
+        out.push_str(&format!(
+            "\nnot healthy: {} (see `deployer logs SERVICE`; start with `deployer up`)\n",
+            bad.join(", ")
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// The host port of the service `status:` asks, if it publishes one.
+fn probe_port(workspace: &Workspace, stack: &Stack) -> Option<u16> {
+    let probe = workspace.pipeline.status.as_ref()?;
     stack
-        .service(service)?
+        .service(&probe.service)?
         .ports
         .first()?
         .host_port
@@ -107,43 +136,60 @@ async fn overview(
     stack: &Stack,
     services: Vec<ServiceStatus>,
     audit: Vec<AuditEntry>,
-    api_port: Option<u16>,
+    port: Option<u16>,
 ) -> Overview {
-    let (students, api) = match api_port {
-        None => (None, "publishes no port to ask".to_owned()),
-        Some(port) => match count_students(workspace, port).await {
-            Ok(n) => (Some(n), "ok".to_owned()),
-            Err(e) => (None, format!("does not answer: {e:#}")),
-        },
-    };
+    let mut records = BTreeMap::new();
+    let mut answers = BTreeMap::new();
+    if let Some(probe) = &workspace.pipeline.status {
+        let answer = match port {
+            None => "publishes no port to ask".to_owned(),
+            Some(port) => match count(workspace, port).await {
+                Ok(n) => {
+                    records.insert(probe.records.clone(), n);
+                    "ok".to_owned()
+                }
+                Err(e) => format!("does not answer: {e:#}"),
+            },
+        };
+        answers.insert(probe.service.clone(), answer);
+    }
     Overview {
         project: stack.project.clone(),
         healthy: services.iter().all(|s| s.ok),
         services,
         last_deploy: audit.last().cloned(),
-        students,
-        api,
+        records,
+        answers,
     }
 }
 
-async fn count_students(workspace: &Workspace, port: u16) -> anyhow::Result<usize> {
-    let auth = &workspace.pipeline.auth;
-    let response = reqwest::Client::builder()
+/// Asks the status probe on `port` and counts what its pointer names.
+async fn count(workspace: &Workspace, port: u16) -> anyhow::Result<usize> {
+    let probe = workspace
+        .pipeline
+        .status
+        .as_ref()
+        .ok_or_else(|| anyhow!("pipeline.yaml has no status: section"))?;
+    let mut request = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?
-        .get(format!(
-            "http://127.0.0.1:{port}/supmit/api/v1.0/get_student_ages"
-        ))
-        .basic_auth(&auth.username, Some(&auth.password))
-        .send()
-        .await?;
+        .get(format!("http://127.0.0.1:{port}{}", probe.path));
+    if probe.auth {
+        let auth = &workspace.pipeline.auth;
+        request = request.basic_auth(&auth.username, Some(auth.password.expose_secret()));
+    }
+    let response = request.send().await?;
     let status = response.status();
     if !status.is_success() {
-        anyhow::bail!("answered {status}");
+        bail!("answered {status}");
     }
     let body: serde_json::Value = response.json().await?;
-    body["student_ages"]
-        .as_object()
-        .map(|o| o.len())
-        .ok_or_else(|| anyhow::anyhow!("the answer has no student_ages object"))
+    match body.pointer(&probe.count) {
+        Some(serde_json::Value::Object(map)) => Ok(map.len()),
+        Some(serde_json::Value::Array(list)) => Ok(list.len()),
+        _ => Err(anyhow!(
+            "the answer has no object or list at {}",
+            probe.count
+        )),
+    }
 }

@@ -3,45 +3,79 @@
 
 use anyhow::bail;
 
-use crate::commands::{StopSignal, Workspace, build, print_urls};
-use crate::engine::{Action, Engine};
+use crate::engine::Engine;
+use crate::images;
 use crate::progress::Progress;
+use crate::signal::StopSignal;
+use crate::stack::Stack;
+use crate::workspace::Workspace;
 
-pub struct Options {
-    pub no_build: bool,
+/// Whether `up` builds first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    IfChanged,
+    Skip,
 }
 
-pub async fn run(
-    workspace: &Workspace,
-    options: &Options,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let docker = crate::docker::connect_local().await?;
-    if !options.no_build {
-        build::build(&docker, workspace, progress).await?;
+pub async fn run(workspace: &Workspace, build: Build, progress: &Progress) -> anyhow::Result<()> {
+    let docker = workspace.local_docker().await?;
+    if build == Build::IfChanged {
+        images::build_stack(&docker, workspace, progress).await?;
     }
     let mut stop = StopSignal::install()?;
     let engine = Engine::new(&docker, progress);
-    let unfinished = engine.unfinished();
-    let actions = tokio::select! {
+    let applied = tokio::select! {
         result = engine.apply(&workspace.stack, &workspace.pipeline.seeds) => result?,
         _ = stop.received() => {
-            let removed = engine.undo(&unfinished, &workspace.stack.project).await;
+            let removed = engine.undo(&workspace.stack.project).await;
             bail!("interrupted: undid the {removed} unfinished step(s) of this run (new \
                    containers removed, containers it had stopped for a replacement started \
                    again); what it had finished stays");
         }
     };
-    let changed = actions
-        .iter()
-        .filter(|(_, a)| *a != Action::Unchanged)
-        .count();
     progress.println(&format!(
         "stack {} is up ({} of {} services changed)",
         workspace.stack.project,
-        changed,
-        actions.len()
+        applied.changed(),
+        applied.len()
     ));
-    print_urls(&workspace.stack);
+    progress.out(&urls(workspace, &workspace.stack));
     Ok(())
+}
+
+/// The application's URLs on this machine (pipeline.yaml's `urls:`), and a
+/// curl line for the first that needs the credentials.
+fn urls(workspace: &Workspace, stack: &Stack) -> String {
+    let base = |service: &str| {
+        let port = stack
+            .service(service)?
+            .ports
+            .iter()
+            .find(|p| !p.host_port.is_empty())?;
+        let host = match port.host_ip.as_str() {
+            "" | "0.0.0.0" => "localhost",
+            ip => ip,
+        };
+        Some(format!("http://{host}:{}", port.host_port))
+    };
+    let urls = &workspace.pipeline.urls;
+    let width = urls.iter().map(|u| u.name.len()).max().unwrap_or(0);
+    let mut out = String::from("\n");
+    let mut example = None;
+    for url in urls {
+        if let Some(base) = base(&url.service) {
+            out.push_str(&format!("  {:<width$}  {base}{}\n", url.name, url.path));
+            if url.auth && example.is_none() {
+                example = Some(format!("{base}{}", url.path));
+            }
+        }
+    }
+    if let Some(url) = example {
+        let auth = &workspace.pipeline.auth;
+        out.push_str(&format!(
+            "\n  try: curl -u {}:{} -X GET {url}\n",
+            auth.username, auth.password_shown
+        ));
+    }
+    out
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::interpolate::interpolate;
-use crate::stack::{Healthcheck, Mount, Port, Service, Stack};
+use super::interpolate::{interpolate, interpolate_recording};
+use crate::stack::{Healthcheck, Mount, Port, Restart, Service, Stack};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,7 +240,7 @@ fn resolve(
                 }
             }
         }
-        let env = env_vars
+        let environment = env_vars
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
@@ -249,15 +249,22 @@ fn resolve(
             .ports
             .iter()
             .map(|p| {
-                let spec = text(&key("ports"), &p.text())?;
-                parse_port(&spec).map_err(|m| invalid(key("ports"), m))
+                // The variables a port reads are what a user changes when the
+                // port is taken, so they are kept to name in that error.
+                let (spec, variables) = interpolate_recording(&p.text(), env)
+                    .map_err(|e| invalid(key("ports"), e.to_string()))?;
+                let mut port = parse_port(&spec).map_err(|m| invalid(key("ports"), m))?;
+                port.variables = variables;
+                Ok(port)
             })
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut mounts = Vec::new();
         for volume in &def.volumes {
             let spec = text(&key("volumes"), volume)?;
-            let mount = parse_mount(&spec, &dir).map_err(|m| invalid(key("volumes"), m))?;
+            let home = env("HOME").unwrap_or_default();
+            let mount = parse_mount(&spec, &dir, Path::new(&home))
+                .map_err(|m| invalid(key("volumes"), m))?;
             if let Mount::Volume {
                 key: volume_key, ..
             } = &mount
@@ -304,18 +311,18 @@ fn resolve(
         };
 
         let restart = match &def.restart {
-            None => "no".to_owned(),
+            None => Restart::No,
             Some(r) => {
                 let r = text(&key("restart"), r)?;
-                if !["no", "always", "unless-stopped", "on-failure"].contains(&r.as_str()) {
-                    return Err(invalid(
+                Restart::parse(&r).ok_or_else(|| {
+                    invalid(
                         key("restart"),
                         format!(
-                            "{r:?} is not a restart policy: use no, always, unless-stopped or on-failure"
+                            "{r:?} is not a restart policy: use no, always, unless-stopped \
+                             or on-failure"
                         ),
-                    ));
-                }
-                r
+                    )
+                })?
             }
         };
 
@@ -354,7 +361,7 @@ fn resolve(
             name: name.clone(),
             image,
             command,
-            env,
+            env: environment,
             ports,
             mounts,
             network,
@@ -443,11 +450,12 @@ fn parse_port(spec: &str) -> Result<Port, String> {
         host_ip: host_ip.to_owned(),
         host_port: host_port.to_owned(),
         container_port,
+        variables: Vec::new(),
     })
 }
 
 /// `VOLUME:/path[:ro]` or `./host/path:/path[:ro]` (relative to the file).
-fn parse_mount(spec: &str, dir: &Path) -> Result<Mount, String> {
+fn parse_mount(spec: &str, dir: &Path, home: &Path) -> Result<Mount, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, read_only) = match parts.as_slice() {
         [s, t] => (*s, *t, false),
@@ -463,7 +471,7 @@ fn parse_mount(spec: &str, dir: &Path) -> Result<Mount, String> {
     let target = target.to_owned();
     if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
         let source = match source.strip_prefix("~/") {
-            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
+            Some(rest) => home.join(rest),
             None => dir.join(source),
         };
         Ok(Mount::Bind {
@@ -577,7 +585,8 @@ volumes:
             [Port {
                 host_ip: "127.0.0.1".into(),
                 host_port: "9000".into(),
-                container_port: 8080
+                container_port: 8080,
+                variables: vec!["WEB_PORT".into()],
             }]
         );
         let api = stack.service("api").unwrap();

@@ -52,6 +52,24 @@ pub fn interpolate(
     Ok(out)
 }
 
+/// Like [`interpolate`], and also returns the variables `input` read, in
+/// order, each once.
+pub fn interpolate_recording(
+    input: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<String>), InterpolateError> {
+    let read = std::cell::RefCell::new(Vec::<String>::new());
+    let recording = |name: &str| {
+        let mut read = read.borrow_mut();
+        if !read.iter().any(|n| n == name) {
+            read.push(name.to_owned());
+        }
+        lookup(name)
+    };
+    let value = interpolate(input, &recording)?;
+    Ok((value, read.into_inner()))
+}
+
 /// The index of the `}` closing a `${` whose body starts `body`, allowing
 /// nested references in defaults (`${A:-${B}}`).
 fn matching_brace(body: &str) -> Option<usize> {
@@ -128,6 +146,14 @@ mod tests {
 
     fn run(input: &str) -> Result<String, InterpolateError> {
         interpolate(input, &env)
+    }
+
+    #[test]
+    fn recording_names_each_variable_read_once() {
+        let lookup = |name: &str| (name == "B").then(|| "2".to_owned());
+        let (value, read) = interpolate_recording("${A:-${B}}:$B:${C-x}", &lookup).unwrap();
+        assert_eq!(value, "2:2:x");
+        assert_eq!(read, ["A", "B", "C"]);
     }
 
     #[test]

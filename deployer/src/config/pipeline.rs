@@ -2,14 +2,15 @@
 //! data to seed, and the acceptance checks. Unknown keys are errors; secrets
 //! only ever come from the environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::interpolate::interpolate;
-use crate::stack::Stack;
+use super::interpolate::{interpolate, interpolate_recording};
+use crate::stack::{Service, Stack};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,30 @@ struct PipelineFile {
     test: TestDef,
     registry: Option<RegistryDef>,
     deploy: Option<DeployDef>,
+    #[serde(default)]
+    urls: Vec<UrlDef>,
+    status: Option<StatusDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlDef {
+    name: String,
+    service: String,
+    path: String,
+    #[serde(default)]
+    auth: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusDef {
+    records: String,
+    service: String,
+    request: String,
+    #[serde(default)]
+    auth: bool,
+    count: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +119,34 @@ struct ExpectDef {
     json: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     body_contains: Vec<String>,
+    /// JSON pointer → the kind of value there, whatever the value.
+    #[serde(default)]
+    shape: BTreeMap<String, JsonKind>,
+}
+
+/// The kind of a JSON value, for checks that must not depend on the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonKind {
+    Object,
+    Array,
+    String,
+    Number,
+    Boolean,
+    Null,
+}
+
+impl JsonKind {
+    pub fn of(value: &serde_json::Value) -> JsonKind {
+        match value {
+            serde_json::Value::Object(_) => JsonKind::Object,
+            serde_json::Value::Array(_) => JsonKind::Array,
+            serde_json::Value::String(_) => JsonKind::String,
+            serde_json::Value::Number(_) => JsonKind::Number,
+            serde_json::Value::Bool(_) => JsonKind::Boolean,
+            serde_json::Value::Null => JsonKind::Null,
+        }
+    }
 }
 
 /// The pipeline, resolved: paths absolute, variables interpolated.
@@ -109,25 +162,17 @@ pub struct Pipeline {
     pub checks: Vec<Check>,
     pub registry: Option<RegistrySettings>,
     pub deploy: DeploySettings,
+    pub urls: Vec<AppUrl>,
+    pub status: Option<StatusProbe>,
 }
 
 /// Where `push` sends images and `deploy` pulls them from.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RegistrySettings {
     /// `docker.io`, or `host[:port]`.
     pub server: String,
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistrySettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistrySettings")
-            .field("server", &self.server)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: SecretString,
 }
 
 /// The deploy target and what differs there.
@@ -135,8 +180,52 @@ impl std::fmt::Debug for RegistrySettings {
 pub struct DeploySettings {
     /// `[user@]host[:port]`, if the file names one.
     pub host: Option<String>,
-    /// Variables for interpolating the compose file on the host (ports).
+    /// Variables for interpolating the compose file on the host (ports,
+    /// image names): no secrets, they are written to the host's `.env`.
     pub env: Vec<(String, String)>,
+    /// For each of `env`'s keys, the variables its value read
+    /// (`EC2_API_PORT` for `API_PORT: ${EC2_API_PORT:-5000}`).
+    sources: Vec<(String, Vec<String>)>,
+}
+
+impl DeploySettings {
+    /// For a compose variable set by `deploy.env`, what a user sets to
+    /// change it on the host.
+    pub fn sources(&self) -> HashMap<String, String> {
+        self.sources
+            .iter()
+            .map(|(key, read)| {
+                let setting = if read.is_empty() {
+                    format!("deploy.env.{key} in pipeline.yaml")
+                } else {
+                    read.join(" / ")
+                };
+                (key.clone(), setting)
+            })
+            .collect()
+    }
+}
+
+/// A URL of the application that `up` prints for people.
+#[derive(Debug, Clone)]
+pub struct AppUrl {
+    pub name: String,
+    pub service: String,
+    pub path: String,
+    /// It needs the API credentials (`up` prints a curl line for it).
+    pub auth: bool,
+}
+
+/// How `status` asks the application how many records it holds.
+#[derive(Debug, Clone)]
+pub struct StatusProbe {
+    /// What is counted, for people ("students").
+    pub records: String,
+    pub service: String,
+    pub path: String,
+    pub auth: bool,
+    /// JSON pointer to the object or array whose size is the count.
+    pub count: String,
 }
 
 /// How the image of one compose service is built.
@@ -160,19 +249,14 @@ pub struct Seed {
     pub gid: u64,
 }
 
-#[derive(Clone)]
+/// The API credentials the checks and `status` use.
+#[derive(Debug, Clone)]
 pub struct Auth {
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: SecretString,
+    /// How to show the password in an example command: `$VAR` when it
+    /// comes from a variable that is set, else the file's own default.
+    pub password_shown: String,
 }
 
 /// One acceptance check: a request and what the answer must hold.
@@ -188,6 +272,8 @@ pub struct Check {
     /// JSON pointer (`/student_ages/alice`) → expected value.
     pub json: Vec<(String, serde_json::Value)>,
     pub body_contains: Vec<String>,
+    /// JSON pointer → the kind of value it must hold.
+    pub shape: Vec<(String, JsonKind)>,
     /// Run after a deploy too, against live data: only checks that read.
     pub on_deploy: bool,
 }
@@ -254,9 +340,16 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 .into(),
         ));
     }
+    let (password, read) = interpolate_recording(&file.test.auth.password, env)
+        .map_err(|e| ConfigError::invalid(path, "test.auth.password", e.to_string()))?;
+    let password_shown = match read.first() {
+        Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("${var}"),
+        _ => password.clone(),
+    };
     let auth = Auth {
         username: text("test.auth.username", &file.test.auth.username)?,
-        password: text("test.auth.password", &file.test.auth.password)?,
+        password: password.into(),
+        password_shown,
     };
     let checks = file
         .test
@@ -279,7 +372,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                         ),
                     )
                 })?;
-            for pointer in def.expect.json.keys() {
+            for pointer in def.expect.json.keys().chain(def.expect.shape.keys()) {
                 if !pointer.starts_with('/') {
                     return Err(invalid(
                         key("expect.json"),
@@ -306,6 +399,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 status: def.expect.status,
                 json: def.expect.json.into_iter().collect(),
                 body_contains: def.expect.body_contains,
+                shape: def.expect.shape.into_iter().collect(),
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -331,28 +425,88 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
             Some(RegistrySettings {
                 server: text("registry.server", &def.server)?,
                 username: optional("registry.username", &def.username)?,
-                password: optional("registry.password", &def.password)?,
+                password: optional("registry.password", &def.password)?.into(),
             })
         }
     };
     let deploy = match file.deploy {
         None => DeploySettings::default(),
-        Some(def) => DeploySettings {
-            host: match def.host {
-                Some(h) => Some(text("deploy.host", &h)?).filter(|h| !h.is_empty()),
-                None => None,
-            },
-            env: def
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), text(&format!("deploy.env.{k}"), v)?)))
-                .collect::<Result<_, ConfigError>>()?,
-        },
+        Some(def) => {
+            let mut env_vars = Vec::new();
+            let mut sources = Vec::new();
+            for (k, v) in &def.env {
+                let (value, read) = interpolate_recording(v, env).map_err(|e| {
+                    ConfigError::invalid(path, format!("deploy.env.{k}"), e.to_string())
+                })?;
+                env_vars.push((k.clone(), value));
+                sources.push((k.clone(), read));
+            }
+            DeploySettings {
+                host: match def.host {
+                    Some(h) => Some(text("deploy.host", &h)?).filter(|h| !h.is_empty()),
+                    None => None,
+                },
+                env: env_vars,
+                sources,
+            }
+        }
+    };
+    let urls = file
+        .urls
+        .into_iter()
+        .enumerate()
+        .map(|(i, def)| {
+            if !def.path.starts_with('/') {
+                return Err(invalid(
+                    format!("urls[{i}].path"),
+                    format!("{:?} is not a path starting with /", def.path),
+                ));
+            }
+            Ok(AppUrl {
+                name: def.name,
+                service: def.service,
+                path: def.path,
+                auth: def.auth,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let status = match file.status {
+        None => None,
+        Some(def) => {
+            let path_part = def
+                .request
+                .strip_prefix("GET ")
+                .filter(|p| p.starts_with('/'))
+                .ok_or_else(|| {
+                    invalid(
+                        "status.request".into(),
+                        format!("{:?} is not \"GET /path\" (status only reads)", def.request),
+                    )
+                })?;
+            if !def.count.starts_with('/') {
+                return Err(invalid(
+                    "status.count".into(),
+                    format!(
+                        "{:?} is not a JSON pointer such as /student_ages",
+                        def.count
+                    ),
+                ));
+            }
+            Some(StatusProbe {
+                records: def.records,
+                service: def.service,
+                path: path_part.to_owned(),
+                auth: def.auth,
+                count: def.count,
+            })
+        }
     };
     Ok(Pipeline {
         path: path.to_owned(),
         registry,
         deploy,
+        urls,
+        status,
         root,
         compose,
         images,
@@ -363,6 +517,14 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
 }
 
 impl Pipeline {
+    /// The services of `stack` whose images this pipeline builds, in the
+    /// pipeline's order.
+    pub fn built_services<'s>(&'s self, stack: &'s Stack) -> impl Iterator<Item = &'s Service> {
+        self.images
+            .iter()
+            .filter_map(|image| stack.service(&image.service))
+    }
+
     /// Checks that every service, volume and image named here exists in the
     /// stack, so a typo fails before anything runs.
     pub fn check_against(&self, stack: &Stack) -> Result<(), ConfigError> {
@@ -411,11 +573,24 @@ impl Pipeline {
                 ));
             }
         }
+        let published = |key: String, service: &str| match stack.service(service) {
+            None => Err(invalid(
+                key,
+                format!("{} has no service {service:?}", self.compose.display()),
+            )),
+            Some(s) if s.ports.is_empty() => Err(invalid(
+                key,
+                format!("service {service:?} publishes no port"),
+            )),
+            Some(_) => Ok(()),
+        };
+        for (i, url) in self.urls.iter().enumerate() {
+            published(format!("urls[{i}].service"), &url.service)?;
+        }
+        if let Some(status) = &self.status {
+            published("status.service".into(), &status.service)?;
+        }
         Ok(())
-    }
-
-    pub fn image_for(&self, service: &str) -> Option<&ImageSpec> {
-        self.images.iter().find(|i| i.service == service)
     }
 }
 
@@ -453,7 +628,8 @@ test:
         assert!(p.compose.ends_with("docker-compose.yml"));
         assert_eq!(p.images[0].binary, "api");
         assert_eq!((p.seeds[0].uid, p.seeds[0].gid), (65532, 65532));
-        assert_eq!(p.auth.password, "pw");
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&p.auth.password), "pw");
+        assert_eq!(p.auth.password_shown, "$API_PASSWORD");
         assert_eq!(p.checks[0].method, "GET");
         assert_eq!(p.checks[0].json[0].1, serde_json::json!(12));
         assert!(!format!("{:?}", p.auth).contains("pw\""));
@@ -486,5 +662,51 @@ test:
         );
         let error = load_str(&GOOD.replace("65532:65532", "app")).unwrap_err();
         assert!(error.to_string().contains("seed[0].owner"), "{error}");
+    }
+
+    #[test]
+    fn checks_may_expect_the_kind_of_a_value_and_the_app_has_urls_and_a_status_probe() {
+        let yaml = GOOD.replace(
+            "json: {/student_ages/alice: 12}",
+            "shape: {/student_ages: object}",
+        ) + "urls:\n  - {name: API, service: api, path: /x, auth: true}\nstatus:\n  records: students\n  service: api\n  request: GET /supmit/api/v1.0/get_student_ages\n  auth: true\n  count: /student_ages\n";
+        let p = load_str(&yaml).unwrap();
+        assert_eq!(
+            p.checks[0].shape,
+            [("/student_ages".to_owned(), JsonKind::Object)]
+        );
+        assert!(p.urls[0].auth);
+        let status = p.status.unwrap();
+        assert_eq!(
+            (status.records.as_str(), status.count.as_str()),
+            ("students", "/student_ages")
+        );
+        let error =
+            load_str(&GOOD.replace("json: {/student_ages/alice: 12}", "shape: {/x: table}"))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("unknown variant `table`"), "{error}");
+        let error = load_str(&format!(
+            "{GOOD}status: {{records: r, service: api, request: PUT /x, count: /x}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("status.request"), "{error}");
+    }
+
+    #[test]
+    fn deploy_env_remembers_which_variables_set_each_key() {
+        let yaml = format!(
+            "{GOOD}deploy:\n  env:\n    API_PORT: ${{EC2_API_PORT:-5000}}\n    FIXED: \"80\"\n"
+        );
+        let p = load_str(&yaml).unwrap();
+        let sources = p.deploy.sources();
+        assert_eq!(sources["API_PORT"], "EC2_API_PORT");
+        assert_eq!(sources["FIXED"], "deploy.env.FIXED in pipeline.yaml");
+        assert!(
+            p.deploy
+                .env
+                .contains(&("API_PORT".to_owned(), "5000".to_owned()))
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! What a user reads, snapshotted so a change in wording shows up in review:
 //! the help texts and the errors for broken files.
 
-mod support;
+use crate::support;
 
-use support::deployer;
+use crate::support::deployer;
 
 fn stdout(args: &[&str]) -> String {
     let out = deployer()

@@ -1,16 +1,16 @@
 //! `release`, `deploy`, `status --host` and `rollback` end to end, on one
 //! machine: a registry with htpasswd auth, and an "EC2" host made of its own
-//! sshd and its own Docker daemon (see DESIGN.md).
+//! sshd and its own Docker daemon (ARCHITECTURE.md, "Tests", describes it).
 //!
 //! One environment serves one scenario, told in order, because a deploy
 //! host's state (what ran before, its data) is the point of these tests.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 
-use support::ec2::Ec2;
-use support::{TestImage, build_images, text};
+use crate::support::ec2::Ec2;
+use crate::support::{TestImage, build_images, text};
 
 fn get(url: &str, auth: bool) -> (u16, String) {
     support::get(url, auth)
@@ -122,6 +122,43 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
         stdout.contains("healthy") && stdout.contains("6 students"),
         "{stdout}"
     );
+    // Real use changes the seed's students; a later deploy of a new version
+    // must not depend on them (its checks read shapes, not seed values).
+    let runtime_live = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime_live.block_on(async {
+        let client = reqwest::Client::new();
+        let alice = client
+            .put(api("/supmit/api/v1.0/student_ages/alice"))
+            .basic_auth("root", Some("root"))
+            .json(&serde_json::json!({"age": 20}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(alice.status().as_u16(), 200);
+        let bob = client
+            .delete(api("/supmit/api/v1.0/student_ages/bob"))
+            .basic_auth("root", Some("root"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bob.status().as_u16(), 204);
+    });
+    publish(&env, "student-ages-api:latest", "live-v2");
+    let out = env
+        .deployer(&["deploy", "--tag", "live-v2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(deployed_version(&env), "live-v2");
+    assert_eq!(
+        get(&api("/supmit/api/v1.0/get_student_ages/alice"), true).1,
+        "20",
+        "the live data stays as users left it"
+    );
+
     // A line torn by a killed deploy does not swallow the next entry.
     let audit_log = host.home().join("student-ages/audit.log");
     let mut torn = std::fs::OpenOptions::new()
@@ -318,7 +355,7 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    while !lock.join("owner").exists() {
+    while !lock.join("holder.json").exists() {
         assert!(
             Instant::now() < deadline,
             "the first deploy never took the lock"
@@ -331,6 +368,11 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         .status()
         .unwrap();
     let second = env.deployer(&["deploy", "--tag", "v1"]).output().unwrap();
+    // A live lock is never released.
+    let release = env
+        .deployer(&["lock", "release", "--host", &host.target()])
+        .output()
+        .unwrap();
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()
@@ -342,6 +384,13 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         stderr.contains("another deploy to") && stderr.contains("held by"),
         "{stderr}"
     );
+    assert!(stderr.contains("a deploy is running"), "{stderr}");
+    assert_eq!(release.status.code(), Some(1), "{}", text(&release));
+    assert!(
+        String::from_utf8_lossy(&release.stderr).contains("is live"),
+        "{}",
+        text(&release)
+    );
 
     // Ctrl-C during a deploy undoes its unfinished steps and frees the lock.
     let interrupted = env
@@ -350,7 +399,7 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    while !lock.join("owner").exists() {
+    while !lock.join("holder.json").exists() {
         assert!(Instant::now() < deadline, "the deploy never took the lock");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -369,6 +418,48 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         "{audit}"
     );
     assert_eq!(ids(&env), serving, "the running version is untouched");
+
+    // A deploy killed outright (SIGKILL) cannot release the lock. Once its
+    // SSH connection is gone, the lock says so and `lock release` frees it.
+    let mut killed = env
+        .deployer(&["deploy", "--tag", "v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !lock.join("holder.json").exists() {
+        assert!(Instant::now() < deadline, "the deploy never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    // Its SSH master outlives it (ControlPersist, up to a minute): end it
+    // now rather than wait.
+    env.kill_ssh_masters();
+    let out = env.deployer(&["deploy", "--tag", "v1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SSH connection is gone") && stderr.contains("deployer lock release"),
+        "{stderr}"
+    );
+    let out = env
+        .deployer(&["lock", "status", "--host", &host.target()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("that deploy was killed"));
+    let out = env
+        .deployer(&["lock", "release", "--host", &host.target()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("released the stale lock"));
+    assert!(!lock.exists());
+    let out = env.deployer(&["deploy", "--tag", "v1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(&env), serving, "the killed deploy changed nothing");
 
     // An API image that fails its healthcheck: the deploy fails, says why,
     // and v1 serves again.

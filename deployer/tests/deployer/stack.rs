@@ -1,11 +1,11 @@
 //! `deployer up`, `down`, `status`, `test` and `logs` against the real
 //! Docker daemon, with the images `deployer build` makes.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::{Project, TestImage, build_images, docker, get, text};
+use crate::support::{Project, TestImage, build_images, docker, get, text};
 
 #[test]
 fn up_serves_the_students_through_the_api_and_the_frontend() {
@@ -181,7 +181,7 @@ fn test_passes_on_good_images_and_cleans_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("PASS  list students with auth"), "{stdout}");
     assert!(
-        stdout.contains("PASS  frontend lists the students"),
+        stdout.contains("PASS  frontend lists the seed's students"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
@@ -214,7 +214,9 @@ fn test_fails_naming_the_check_when_the_api_returns_wrong_data() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("FAIL  list students with auth: /student_ages/alice: expected 12, got 99"),
+        stdout.contains(
+            "FAIL  the seed's students are listed: /student_ages/alice: expected 12, got 99"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("PASS  401 without credentials"), "{stdout}");

@@ -1,4 +1,4 @@
-//! The real test environment of DESIGN.md on one machine: a `docker-registry`
+//! The real test environment on one machine (ARCHITECTURE.md, "Tests"): a `docker-registry`
 //! with htpasswd auth on loopback (standing in for Docker Hub), and an "EC2"
 //! host made of its own sshd on a loopback port, its own user, and its own
 //! Docker daemon (own data-root and socket, starting with no images).
@@ -364,6 +364,42 @@ impl Ec2 {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Ends the SSH control masters of deployers run against this host
+    /// (found by this environment's private key on their command line), as
+    /// their ControlPersist would a minute after their deployer died.
+    pub fn kill_ssh_masters(&self) {
+        let key = self.host.private_key.to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let master = args.first().is_some_and(|a| a.ends_with("ssh"))
+                && args.iter().any(|a| a == "-M")
+                && args.contains(&key);
+            if master {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                run("kill", &[&pid]);
+                // The killed deployer could not remove its control directory.
+                if let Some(control) = args
+                    .iter()
+                    .position(|a| a == "-S")
+                    .and_then(|i| args.get(i + 1))
+                    && let Some(dir) = Path::new(control).parent()
+                    && dir.starts_with("/tmp")
+                {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+        // The host's sshd notices the closed connection at once; give it a
+        // moment to drop the session from its tables.
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 
     /// A `deployer` command set up as Jenkins would run it against this

@@ -2,11 +2,11 @@
 //! (named by file, line and column, or key), a missing pipeline, no Docker
 //! daemon, a socket they may not use. Each gets a message and exit code 1.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
-use support::{deployer, text};
+use crate::support::{deployer, text};
 
 fn write(dir: &Path, name: &str, body: &str) {
     std::fs::write(dir.join(name), body).unwrap();

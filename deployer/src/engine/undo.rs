@@ -1,0 +1,116 @@
+//! Undoing an interrupted run: what the engine made or set aside and has
+//! not finished, kept where the command that catches Ctrl-C can reach it.
+
+use std::sync::{Arc, Mutex};
+
+use bollard::query_parameters::{RemoveVolumeOptions, RenameContainerOptions};
+
+use super::Engine;
+use crate::docker::{ProjectContainer, project_containers};
+use crate::stack::labels;
+
+/// An object a run made, or changed and must restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Made {
+    Container(String),
+    Volume(String),
+    /// A container stopped and renamed aside, with its original name.
+    Retired {
+        id: String,
+        name: String,
+    },
+}
+
+impl Made {
+    pub(crate) fn retired(old: &ProjectContainer) -> Made {
+        Made::Retired {
+            id: old.id.clone(),
+            name: old.name.clone(),
+        }
+    }
+}
+
+/// What a run has made and not yet finished (a container not yet healthy,
+/// a volume not yet seeded), shared with whoever must undo it on Ctrl-C.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Unfinished(Arc<Mutex<Vec<Made>>>);
+
+impl Unfinished {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Made>> {
+        // A panic while holding this lock cannot leave the list invalid.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add(&self, made: Made) {
+        self.list().push(made);
+    }
+
+    pub(crate) fn done(&self, made: &Made) {
+        self.list().retain(|m| m != made);
+    }
+
+    fn take(&self) -> Vec<Made> {
+        std::mem::take(&mut *self.list())
+    }
+}
+
+impl Engine {
+    /// Undoes what an interrupted run left unfinished: removes the
+    /// containers it made, starts again the ones it had set aside, removes
+    /// new volumes it had not finished seeding. Returns how many objects.
+    pub(crate) async fn undo(&self, project: &str) -> usize {
+        let mut made = self.unfinished.take();
+        // A container the daemon created just as the run was interrupted,
+        // before the run heard back, is in no list: find it by its state.
+        // A project container that never started is half-made by definition.
+        for container in project_containers(&self.docker, project)
+            .await
+            .unwrap_or_default()
+        {
+            let id = Made::Container(container.id.clone());
+            let ours = container.is_helper() || container.labels.contains_key(labels::CONFIG_HASH);
+            if ours && container.state == "created" && !made.contains(&id) {
+                made.push(id);
+            }
+        }
+        for item in &made {
+            if let Made::Container(id) = item {
+                let _ = self.remove_container(id).await;
+            }
+        }
+        for item in &made {
+            if let Made::Retired { id, name } = item {
+                let _ = self
+                    .docker
+                    .rename_container(id, RenameContainerOptions { name: name.clone() })
+                    .await;
+                let _ = self.docker.start_container(id, None).await;
+            }
+        }
+        for item in &made {
+            if let Made::Volume(name) = item {
+                let _ = self
+                    .docker
+                    .remove_volume(name, None::<RemoveVolumeOptions>)
+                    .await;
+            }
+        }
+        made.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_steps_leave_the_list_and_the_rest_is_taken_once() {
+        let unfinished = Unfinished::default();
+        let shared = unfinished.clone();
+        unfinished.add(Made::Volume("v".into()));
+        unfinished.add(Made::Container("c".into()));
+        shared.done(&Made::Volume("v".into()));
+        assert_eq!(unfinished.take(), [Made::Container("c".into())]);
+        assert!(shared.take().is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! The deploy host: how to reach it (flags, environment, pipeline.yaml),
+//! and what the deployer keeps there in `~/student-ages/`: the lock that
+//! refuses a second concurrent deploy, and the audit log of every attempt.
+//! `session` holds the skeleton every command that changes a host runs in.
+
+mod audit;
+pub(crate) mod lock;
+mod session;
+mod steps;
+
+pub(crate) use audit::{
+    AuditAction, AuditEntry, AuditResult, keep_versions, now, parse_audit, rollback_target,
+    running_version,
+};
+pub use lock::Unverifiable;
+pub(crate) use session::{LockedHost, with_locked_host};
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use bollard::Docker;
+
+use crate::remote::{ConnectOptions, Remote, Target};
+use crate::workspace::Workspace;
+
+/// Where the deployer keeps its files on the host, in the SSH user's home.
+pub(crate) const HOST_DIR: &str = "student-ages";
+
+/// Where and how to connect, from flags (which beat the environment, which
+/// beats pipeline.yaml).
+#[derive(Debug, Clone, Default)]
+pub struct HostFlags {
+    pub host: Option<String>,
+    pub accept_new_host_key: bool,
+    pub host_key: Option<String>,
+}
+
+/// Resolves the target and connection settings.
+pub(crate) fn target(
+    workspace: &Workspace,
+    flags: &HostFlags,
+) -> anyhow::Result<(Target, ConnectOptions)> {
+    let text = flags
+        .host
+        .clone()
+        .or_else(|| workspace.var("AWS_EC2_INSTANCE"))
+        .or_else(|| workspace.pipeline.deploy.host.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "no deploy host: pass --host [user@]host[:port], set AWS_EC2_INSTANCE, or set \
+                 deploy.host in {}",
+                workspace.pipeline.path.display()
+            )
+        })?;
+    let target = Target::parse(&text)?;
+    let options = ConnectOptions {
+        key: workspace.var("EC2_PRIVATE_KEY").map(PathBuf::from),
+        known_hosts: workspace.var("EC2_KNOWN_HOSTS").map(PathBuf::from),
+        docker_socket: workspace
+            .var("EC2_DOCKER_SOCKET")
+            .unwrap_or_else(|| "/var/run/docker.sock".into()),
+        accept_new_host_key: flags.accept_new_host_key,
+        host_key: flags.host_key.clone(),
+    };
+    Ok((target, options))
+}
+
+/// Connects to the host and its Docker daemon.
+pub(crate) async fn connect(
+    workspace: &Workspace,
+    flags: &HostFlags,
+) -> anyhow::Result<(Remote, Docker)> {
+    let (target, options) = target(workspace, flags)?;
+    let mut remote = Remote::connect(&target, &options).await?;
+    match remote.docker(&options.docker_socket).await {
+        Ok(docker) => Ok((remote, docker)),
+        Err(e) => {
+            remote.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The local user and machine (and the CI build), for the lock and the
+/// audit log.
+pub(crate) fn who(workspace: &Workspace) -> String {
+    let user = workspace
+        .var("USER")
+        .or_else(|| workspace.var("LOGNAME"))
+        .unwrap_or_else(|| "unknown".into());
+    let host = std::process::Command::new("hostname")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let ci = workspace
+        .var("BUILD_TAG")
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    format!("{user}@{host}{ci}")
+}
+
+/// The host's deploy directory and its files.
+pub(crate) struct HostDir {
+    pub path: String,
+}
+
+impl HostDir {
+    pub(crate) async fn open(remote: &Remote) -> anyhow::Result<HostDir> {
+        let home = remote.run("printenv", &["HOME"]).await?;
+        let path = format!("{}/{HOST_DIR}", home.trim());
+        remote.run("mkdir", &["-p", &path]).await?;
+        Ok(HostDir { path })
+    }
+
+    pub(crate) fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.path)
+    }
+
+    pub(crate) async fn audit(&self, remote: &Remote) -> anyhow::Result<Vec<AuditEntry>> {
+        Ok(remote
+            .try_run("cat", &[&self.file("audit.log")])
+            .await?
+            .map(|text| parse_audit(&text))
+            .unwrap_or_default())
+    }
+
+    pub(crate) async fn append_audit(
+        &self,
+        remote: &Remote,
+        entry: &AuditEntry,
+    ) -> anyhow::Result<()> {
+        let path = self.file("audit.log");
+        // A write cut short (a killed deploy) leaves a line without its
+        // newline: start on a fresh line so this entry is not lost with it.
+        let torn = remote
+            .try_run("tail", &["-c", "1", &path])
+            .await?
+            .is_some_and(|last| !last.is_empty() && last != "\n");
+        let mut line = if torn { b"\n".to_vec() } else { Vec::new() };
+        line.extend(serde_json::to_vec(entry)?);
+        line.push(b'\n');
+        remote.append_file(&path, &line).await
+    }
+}

@@ -1,0 +1,133 @@
+//! What every command starts from: `pipeline.yaml` and the compose file,
+//! resolved, and the one door through which the deployer reads variables
+//! (the process environment, then `.env`), so a setting in `.env` reaches
+//! every path that reads it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use bollard::Docker;
+
+use crate::config::pipeline::Pipeline;
+use crate::config::{Environment, compose, pipeline};
+use crate::registry::Registry;
+use crate::stack::Stack;
+
+pub struct Workspace {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) stack: Stack,
+    env: Environment,
+    project_flag: Option<String>,
+}
+
+/// Where to find the files, from the global flags.
+pub struct Files<'a> {
+    /// `--file`; by default `pipeline.yaml` here or in a parent directory.
+    pub pipeline: Option<&'a Path>,
+    pub project_name: Option<&'a str>,
+}
+
+impl Workspace {
+    pub fn load(files: &Files<'_>) -> anyhow::Result<Workspace> {
+        let path = match files.pipeline {
+            Some(path) => path.to_owned(),
+            None => find_pipeline()?,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let env = Environment::load(dir)?;
+        let lookup = |key: &str| env.get(key);
+        let pipeline = pipeline::load(&path, &lookup)?;
+        let stack = compose::load(
+            &pipeline.compose,
+            compose::ProjectName {
+                flag: files.project_name,
+            },
+            &lookup,
+        )?;
+        pipeline.check_against(&stack)?;
+        Ok(Workspace {
+            pipeline,
+            stack,
+            env,
+            project_flag: files.project_name.map(str::to_owned),
+        })
+    }
+
+    /// The stack as it resolves with `overlay` taking precedence over the
+    /// environment: the same compose file, seen from a deploy host.
+    pub(crate) fn stack_with(&self, overlay: &[(String, String)]) -> anyhow::Result<Stack> {
+        let lookup = |key: &str| {
+            overlay
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| self.env.get(key))
+        };
+        Ok(compose::load(
+            &self.pipeline.compose,
+            compose::ProjectName {
+                flag: self.project_flag.as_deref(),
+            },
+            &lookup,
+        )?)
+    }
+
+    /// The stack on the deploy host running `tag`: the version, then
+    /// pipeline.yaml's `deploy.env`, over the environment.
+    pub(crate) fn host_stack(&self, tag: &str) -> anyhow::Result<Stack> {
+        self.stack_with(&self.host_overlay(tag))
+    }
+
+    /// The variables the stack resolves with on the host.
+    pub(crate) fn host_overlay(&self, tag: &str) -> Vec<(String, String)> {
+        let mut overlay = vec![("TAG".to_owned(), tag.to_owned())];
+        overlay.extend(self.pipeline.deploy.env.iter().cloned());
+        overlay
+    }
+
+    /// A variable as the files see it (environment, then `.env`); empty
+    /// counts as unset.
+    pub(crate) fn var(&self, key: &str) -> Option<String> {
+        self.env.get(key).filter(|v| !v.is_empty())
+    }
+
+    /// The daemon on this machine (`DOCKER_HOST` or the default socket).
+    pub(crate) async fn local_docker(&self) -> anyhow::Result<Docker> {
+        Ok(crate::docker::connect_local(self.var("DOCKER_HOST").as_deref()).await?)
+    }
+
+    /// The repositories of the images the pipeline builds, as the compose
+    /// file names them here.
+    pub(crate) fn repositories(&self) -> Vec<&str> {
+        self.pipeline
+            .built_services(&self.stack)
+            .map(|s| crate::images::repository(&s.image))
+            .collect()
+    }
+
+    /// The registry of the pipeline, or an error saying how to name one.
+    pub(crate) fn registry(&self) -> anyhow::Result<Registry> {
+        let settings = self.pipeline.registry.clone().ok_or_else(|| {
+            anyhow!(
+                "{} has no `registry:` section: add one naming the server (e.g. \
+                 `server: ${{DOCKER_REGISTRY:-docker.io}}`) and the credential variables",
+                self.pipeline.path.display()
+            )
+        })?;
+        Ok(Registry::new(settings))
+    }
+}
+
+fn find_pipeline() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_dir().context("cannot read the current directory")?;
+    here.ancestors()
+        .map(|dir| dir.join("pipeline.yaml"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "no pipeline.yaml in {} or any parent directory: run the deployer inside the \
+                 student-ages checkout, or pass --file PATH",
+                here.display()
+            )
+        })
+}
