@@ -385,13 +385,15 @@ impl Ec2 {
             if master {
                 let pid = entry.file_name().to_string_lossy().into_owned();
                 run("kill", &[&pid]);
-                // The killed deployer could not remove its control directory.
+                // The killed deployer could not remove its directory in /tmp
+                // (the control socket's, with the forwarded Docker socket).
                 if let Some(control) = args
                     .iter()
                     .position(|a| a == "-S")
                     .and_then(|i| args.get(i + 1))
-                    && let Some(dir) = Path::new(control).parent()
-                    && dir.starts_with("/tmp")
+                    && let Some(dir) = Path::new(control)
+                        .ancestors()
+                        .find(|d| d.parent() == Some(Path::new("/tmp")))
                 {
                     let _ = std::fs::remove_dir_all(dir);
                 }
