@@ -50,6 +50,28 @@ pub struct Service {
     pub restart: Restart,
     pub depends_on: Vec<String>,
     pub user: Option<String>,
+    pub logging: Logging,
+}
+
+/// Where a container's output goes (compose's `logging:`). Bounded by
+/// default: Docker's own default json-file log grows until the disk is full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logging {
+    pub driver: String,
+    pub options: Vec<(String, String)>,
+}
+
+impl Default for Logging {
+    /// json-file, at most three files of 10 MB (Kamal's default size).
+    fn default() -> Logging {
+        Logging {
+            driver: "json-file".into(),
+            options: vec![
+                ("max-file".into(), "3".into()),
+                ("max-size".into(), "10m".into()),
+            ],
+        }
+    }
 }
 
 /// When Docker restarts a container that stopped, as compose's `restart:`.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
-use crate::stack::{Healthcheck, Mount, Port, Restart, Service, Stack};
+use crate::stack::{Healthcheck, Logging, Mount, Port, Restart, Service, Stack};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +49,15 @@ struct ServiceDef {
     #[serde(default)]
     depends_on: DependsOn,
     user: Option<String>,
+    logging: Option<LoggingDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoggingDef {
+    driver: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +361,26 @@ fn resolve(
                 ));
             }
         }
+        let logging = match &def.logging {
+            None => Logging::default(),
+            Some(def) => {
+                let driver = match &def.driver {
+                    Some(d) => text(&key("logging.driver"), d)?,
+                    None => "json-file".to_owned(),
+                };
+                let options = def
+                    .options
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            text(&key(&format!("logging.options.{k}")), &v.text())?,
+                        ))
+                    })
+                    .collect::<Result<_, ConfigError>>()?;
+                Logging { driver, options }
+            }
+        };
         let user = match &def.user {
             Some(u) => Some(text(&key("user"), u)?),
             None => None,
@@ -369,6 +398,7 @@ fn resolve(
             restart,
             depends_on,
             user,
+            logging,
         });
     }
     let services = dependency_order(services).map_err(|m| invalid("depends_on".into(), m))?;
@@ -603,6 +633,19 @@ volumes:
         assert_eq!(stack.networks, ["default"]);
         assert_eq!(stack.container_name("api"), "demo-api-1");
         assert_eq!(stack.volume_name("data"), "demo_data");
+    }
+
+    #[test]
+    fn logs_are_bounded_unless_the_file_says_otherwise() {
+        let stack = load_str(
+            "services:\n  a:\n    image: x\n  b:\n    image: y\n    logging:\n      driver: local\n      options: {max-size: 1m}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(stack.service("a").unwrap().logging, Logging::default());
+        let b = &stack.service("b").unwrap().logging;
+        assert_eq!(b.driver, "local");
+        assert_eq!(b.options, [("max-size".to_owned(), "1m".to_owned())]);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use sha2::{Digest, Sha256};
 
@@ -139,6 +139,10 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
                 maximum_retry_count: None,
             }),
             network_mode: Some(network.clone()),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(service.logging.driver.clone()),
+                config: Some(service.logging.options.iter().cloned().collect()),
+            }),
             init: None,
             ..Default::default()
         }),
@@ -158,7 +162,7 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{Healthcheck, Port};
+    use crate::stack::{Healthcheck, Logging, Port};
     use std::path::PathBuf;
 
     fn service() -> Service {
@@ -196,6 +200,7 @@ mod tests {
             restart: Restart::UnlessStopped,
             depends_on: vec![],
             user: None,
+            logging: Logging::default(),
         }
     }
 
@@ -294,6 +299,9 @@ mod tests {
             Some(RestartPolicyNameEnum::UNLESS_STOPPED)
         );
         assert_eq!(host.network_mode.as_deref(), Some("p_default"));
+        let logs = host.log_config.unwrap();
+        assert_eq!(logs.typ.as_deref(), Some("json-file"));
+        assert_eq!(logs.config.unwrap()["max-size"], "10m");
         let health = body.healthcheck.unwrap();
         assert_eq!(health.interval, Some(1_000_000_000));
         assert_eq!(health.retries, Some(5));

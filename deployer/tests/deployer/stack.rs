@@ -43,6 +43,18 @@ fn up_serves_the_students_through_the_api_and_the_frontend() {
     assert_eq!(json["services"][0]["service"], "api");
     assert_eq!(json["services"][0]["health"], "healthy");
     assert_eq!(json["services"][1]["state"], "running");
+    // Logs are bounded (json-file, 3 × 10 MB), as the compose file says.
+    let container = format!("{}-api-1", project.name);
+    let logs = docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.LogConfig}}",
+        &container,
+    ]);
+    assert!(
+        logs.contains("\"max-size\":\"10m\"") && logs.contains("\"max-file\":\"3\""),
+        "{logs}"
+    );
 }
 
 #[test]
