@@ -123,7 +123,13 @@ async fn run_one(
 /// many checks failed.
 pub(crate) async fn test_images(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
     let docker = workspace.local_docker().await?;
-    let mut stack = workspace.stack.clone();
+    // The images of this checkout's version (unless TAG names others), not
+    // `latest`: another branch built on the same machine may have moved
+    // `latest` meanwhile.
+    let version = workspace
+        .var("TAG")
+        .unwrap_or_else(|| crate::images::version_tag(&workspace.pipeline.root));
+    let mut stack = workspace.stack_with(&[("TAG".to_owned(), version)])?;
     stack.project = format!("{}-test-{}", stack.project, std::process::id());
     for service in &mut stack.services {
         service.restart = Restart::No;

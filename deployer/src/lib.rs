@@ -11,7 +11,7 @@ pub mod progress;
 pub mod workspace;
 
 pub use host::{HostFlags, Unverifiable};
-pub use registry::Dirty;
+pub use registry::{Dirty, Latest};
 
 mod checks;
 mod config;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use deployer::commands::{self, deploy, logs, status, up};
 use deployer::progress::Progress;
-use deployer::workspace::{Files, Workspace};
-use deployer::{Dirty, HostFlags, Unverifiable, Volumes};
+use deployer::workspace::{DefaultCredentials, Files, Workspace};
+use deployer::{Dirty, HostFlags, Latest, Unverifiable, Volumes};
 
 const AFTER_HELP: &str = "\
 Files: pipeline.yaml (found in this directory or a parent) says how images are
@@ -101,6 +101,8 @@ enum Command {
         /// keeping the live files as timestamped backups beside them.
         #[arg(long)]
         reseed_data: bool,
+        #[command(flatten)]
+        credentials: CredentialArgs,
     },
     /// Put back the version deployed before the current one (or --to TAG),
     /// if its images are still on the host.
@@ -110,6 +112,8 @@ enum Command {
         /// The image tag to go back to [default: the previous good deploy].
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        credentials: CredentialArgs,
     },
     /// Push the built images (git version tag and `latest`) to the registry
     /// of pipeline.yaml. Credentials: DOCKER_USERNAME and DOCKER_PASSWORD in
@@ -122,6 +126,8 @@ enum Command {
         /// checkout's version and `latest`.
         #[arg(long)]
         tag: Option<String>,
+        #[command(flatten)]
+        latest: LatestArgs,
     },
     /// What CI runs: check the registry login, build, test, push. Nothing is
     /// pushed if a check fails; a wrong password fails before the build.
@@ -129,6 +135,8 @@ enum Command {
         /// Allow releasing a `-dirty` version (uncommitted changes).
         #[arg(long)]
         allow_dirty: bool,
+        #[command(flatten)]
+        latest: LatestArgs,
     },
     /// See or release the deploy host's lock. A deploy killed with SIGKILL
     /// cannot release it; once that deploy's SSH connection is gone (within
@@ -171,6 +179,43 @@ enum LockVerb {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct LatestArgs {
+    /// Push only the version tag, not `latest` too (CI builds of branches
+    /// that do not deploy). `latest` is always this checkout's version.
+    #[arg(long)]
+    no_latest: bool,
+}
+
+impl LatestArgs {
+    fn latest(&self) -> Latest {
+        if self.no_latest {
+            Latest::Skip
+        } else {
+            Latest::Push
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct CredentialArgs {
+    /// Deploy even though a variable of pipeline.yaml's deploy.credentials
+    /// (API_USERNAME, API_PASSWORD) is unset, so the stack runs with the
+    /// compose file's local defaults: only for a host no one else reaches.
+    #[arg(long)]
+    allow_default_credentials: bool,
+}
+
+impl CredentialArgs {
+    fn defaults(&self) -> DefaultCredentials {
+        if self.allow_default_credentials {
+            DefaultCredentials::Allow
+        } else {
+            DefaultCredentials::Refuse
+        }
+    }
+}
+
 /// The deploy host.
 #[derive(Debug, clap::Args)]
 struct HostArgs {
@@ -180,10 +225,12 @@ struct HostArgs {
     host: Option<String>,
     /// Trust the host's key if known_hosts has none for it yet (and record
     /// it). A key that differs from the recorded one is always refused.
+    /// [env: EC2_ACCEPT_NEW_HOST_KEY=1]
     #[arg(long, conflicts_with = "host_key")]
     accept_new_host_key: bool,
     /// Pin the host's key instead of using known_hosts: the line of its
     /// /etc/ssh/ssh_host_ed25519_key.pub, e.g. "ssh-ed25519 AAAA...".
+    /// [env: EC2_HOST_KEY]
     #[arg(long, value_name = "KEY")]
     host_key: Option<String>,
 }
@@ -263,6 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host,
             tag,
             reseed_data,
+            credentials,
         } => {
             let options = deploy::Options {
                 host: host.flags(),
@@ -272,25 +320,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     deploy::Data::Keep
                 },
+                defaults: credentials.defaults(),
             };
             deploy::run(&workspace, &options, &progress).await?;
         }
-        Command::Rollback { host, to } => {
+        Command::Rollback {
+            host,
+            to,
+            credentials,
+        } => {
             let options = commands::rollback::Options {
                 host: host.flags(),
                 to,
+                defaults: credentials.defaults(),
             };
             commands::rollback::run(&workspace, &options, &progress).await?;
         }
-        Command::Push { allow_dirty, tag } => {
+        Command::Push {
+            allow_dirty,
+            tag,
+            latest,
+        } => {
             let options = commands::push::Options {
                 dirty: dirty(allow_dirty),
                 tag,
+                latest: latest.latest(),
             };
             commands::push::run(&workspace, &options, &progress).await?;
         }
-        Command::Release { allow_dirty } => {
-            commands::release::run(&workspace, dirty(allow_dirty), &progress).await?;
+        Command::Release {
+            allow_dirty,
+            latest,
+        } => {
+            commands::release::run(&workspace, dirty(allow_dirty), latest.latest(), &progress)
+                .await?;
         }
         Command::Lock { verb } => {
             let (host, verb) = match verb {

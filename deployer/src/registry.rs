@@ -166,16 +166,18 @@ impl Registry {
         }
     }
 
-    /// Tags `local` (`repo:tag`) with this registry's name and pushes it,
-    /// one progress bar per image; returns the pushed reference.
+    /// Tags the local `repository:from` with this registry's name as
+    /// `tag` and pushes it, one progress bar per image; returns the pushed
+    /// reference.
     async fn push(
         &self,
         docker: &Docker,
         repository: &str,
+        from: &str,
         tag: &str,
         progress: &Progress,
     ) -> anyhow::Result<String> {
-        let local = format!("{repository}:{tag}");
+        let local = format!("{repository}:{from}");
         let remote_repo = self.name_of(repository);
         let remote = format!("{remote_repo}:{tag}");
         tag_as(docker, &local, &remote_repo, tag)
@@ -217,19 +219,38 @@ pub enum Dirty {
     Allow,
 }
 
+/// Whether a release also moves `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latest {
+    Push,
+    Skip,
+}
+
 impl Registry {
-    /// Pushes each of `repositories` as `version` and `latest`; returns
-    /// the pushed references.
+    /// Pushes each of `repositories` as `version`, and that same image as
+    /// `latest` unless skipped (never the local `latest`, which another
+    /// build on this machine may have moved); returns the pushed references.
     pub(crate) async fn push_release(
         &self,
         docker: &Docker,
         repositories: &[&str],
         version: &str,
         dirty: Dirty,
+        latest: Latest,
         progress: &Progress,
     ) -> anyhow::Result<Vec<String>> {
-        self.push_tags(docker, repositories, &[version, "latest"], dirty, progress)
-            .await
+        let mut pushed = self
+            .push_tags(docker, repositories, &[version], dirty, progress)
+            .await?;
+        if latest == Latest::Push {
+            for repository in repositories {
+                pushed.push(
+                    self.push(docker, repository, version, "latest", progress)
+                        .await?,
+                );
+            }
+        }
+        Ok(pushed)
     }
 
     /// Pushes each of `repositories` tagged `tag`, only that tag:
@@ -265,7 +286,7 @@ impl Registry {
         let mut pushed = Vec::new();
         for repository in repositories {
             for tag in tags {
-                pushed.push(self.push(docker, repository, tag, progress).await?);
+                pushed.push(self.push(docker, repository, tag, tag, progress).await?);
             }
         }
         Ok(pushed)

@@ -13,6 +13,14 @@ use crate::config::{Environment, compose, pipeline};
 use crate::registry::Registry;
 use crate::stack::Stack;
 
+/// Whether a host deploy may run with the compose file's default
+/// credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultCredentials {
+    Refuse,
+    Allow,
+}
+
 pub struct Workspace {
     pub(crate) pipeline: Pipeline,
     pub(crate) stack: Stack,
@@ -83,6 +91,45 @@ impl Workspace {
         let mut overlay = vec![("TAG".to_owned(), tag.to_owned())];
         overlay.extend(self.pipeline.deploy.env.iter().cloned());
         overlay
+    }
+
+    /// Refuses a host deploy while a variable of pipeline.yaml's
+    /// `deploy.credentials` is unset (the stack would fall back to the
+    /// compose file's local defaults), unless `defaults` allows it; then it
+    /// only warns.
+    pub(crate) fn check_credentials(
+        &self,
+        defaults: DefaultCredentials,
+        progress: &crate::progress::Progress,
+    ) -> anyhow::Result<()> {
+        let missing: Vec<&str> = self
+            .pipeline
+            .deploy
+            .credentials
+            .iter()
+            .filter(|v| self.var(v).is_none())
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "{} {} not set, so the host's stack would run with the compose file's local defaults \
+             (as the original did: root/root), which anyone who reaches the host can guess",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        );
+        match defaults {
+            DefaultCredentials::Allow => {
+                progress.println(&format!("warning: {what}"));
+                Ok(())
+            }
+            DefaultCredentials::Refuse => Err(anyhow!(
+                "refusing to deploy: {what}. Set them (Jenkins: bind them from a credential in \
+                 the Deploy stage), or pass --allow-default-credentials for a host only you can \
+                 reach"
+            )),
+        }
     }
 
     /// A variable as the files see it (environment, then `.env`); empty

@@ -14,13 +14,14 @@
 use crate::host::{self, AuditAction, AuditResult, HostFlags, LockedHost};
 use crate::images;
 use crate::progress::Progress;
-use crate::workspace::Workspace;
+use crate::workspace::{DefaultCredentials, Workspace};
 
 pub struct Options {
     pub host: HostFlags,
     /// The version to deploy; the checkout's git version by default.
     pub tag: Option<String>,
     pub data: Data,
+    pub defaults: DefaultCredentials,
 }
 
 /// What happens to the host's data files.
@@ -45,13 +46,7 @@ pub async fn run(
         Some(tag) => tag.clone(),
         None => images::version_tag(&workspace.pipeline.root),
     };
-    if workspace.var("API_PASSWORD").is_none() {
-        progress.println(
-            "warning: API_PASSWORD is not set, so the API on the host takes the compose file's \
-             local default (root/root, as the original did); set API_USERNAME and API_PASSWORD \
-             for a host anyone else can reach",
-        );
-    }
+    workspace.check_credentials(options.defaults, progress)?;
     let stack = workspace.host_stack(&tag)?;
     host::with_locked_host(
         workspace,

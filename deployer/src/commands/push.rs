@@ -4,7 +4,7 @@
 
 use crate::images;
 use crate::progress::Progress;
-use crate::registry::Dirty;
+use crate::registry::{Dirty, Latest};
 use crate::workspace::Workspace;
 
 pub struct Options {
@@ -12,6 +12,7 @@ pub struct Options {
     /// Push the images tagged this instead of the checkout's version (and
     /// not `latest`): re-publishing an older build.
     pub tag: Option<String>,
+    pub latest: Latest,
 }
 
 pub async fn run(
@@ -42,6 +43,7 @@ pub async fn run(
                     &workspace.repositories(),
                     &version,
                     options.dirty,
+                    options.latest,
                     progress,
                 )
                 .await?

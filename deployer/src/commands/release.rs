@@ -4,10 +4,15 @@
 
 use crate::images;
 use crate::progress::Progress;
-use crate::registry::Dirty;
+use crate::registry::{Dirty, Latest};
 use crate::workspace::Workspace;
 
-pub async fn run(workspace: &Workspace, dirty: Dirty, progress: &Progress) -> anyhow::Result<()> {
+pub async fn run(
+    workspace: &Workspace,
+    dirty: Dirty,
+    latest: Latest,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let registry = workspace.registry()?;
     registry.check_login().await?;
     progress.println(&format!(
@@ -24,6 +29,7 @@ pub async fn run(workspace: &Workspace, dirty: Dirty, progress: &Progress) -> an
             &workspace.repositories(),
             &version,
             dirty,
+            latest,
             progress,
         )
         .await?;

@@ -6,12 +6,13 @@ use anyhow::anyhow;
 
 use crate::host::{self, AuditAction, HostFlags};
 use crate::progress::Progress;
-use crate::workspace::Workspace;
+use crate::workspace::{DefaultCredentials, Workspace};
 
 pub struct Options {
     pub host: HostFlags,
     /// The version to go back to; the previous good deploy by default.
     pub to: Option<String>,
+    pub defaults: DefaultCredentials,
 }
 
 pub async fn run(
@@ -19,6 +20,7 @@ pub async fn run(
     options: &Options,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    workspace.check_credentials(options.defaults, progress)?;
     host::with_locked_host(
         workspace,
         &options.host,

@@ -62,6 +62,8 @@ struct DeployDef {
     host: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    credentials: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +188,9 @@ pub struct DeploySettings {
     /// For each of `env`'s keys, the variables its value read
     /// (`EC2_API_PORT` for `API_PORT: ${EC2_API_PORT:-5000}`).
     sources: Vec<(String, Vec<String>)>,
+    /// Variables a host deploy needs set: without them the compose file's
+    /// local defaults (root/root) would guard a host others can reach.
+    pub credentials: Vec<String>,
 }
 
 impl DeploySettings {
@@ -448,6 +453,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 },
                 env: env_vars,
                 sources,
+                credentials: def.credentials,
             }
         }
     };

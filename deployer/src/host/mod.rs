@@ -17,7 +17,7 @@ pub(crate) use session::{LockedHost, with_locked_host};
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use bollard::Docker;
 
 use crate::remote::{ConnectOptions, Remote, Target};
@@ -53,14 +53,35 @@ pub(crate) fn target(
             )
         })?;
     let target = Target::parse(&text)?;
+    // Flags first, then the environment (for CI jobs configured without
+    // editing the Jenkinsfile).
+    let host_key = flags
+        .host_key
+        .clone()
+        .or_else(|| workspace.var("EC2_HOST_KEY"));
+    let accept_new_host_key = flags.accept_new_host_key
+        || match workspace.var("EC2_ACCEPT_NEW_HOST_KEY").as_deref() {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(other) => bail!(
+                "EC2_ACCEPT_NEW_HOST_KEY={other:?} is not a yes or no: use 1/true/yes or \
+                 0/false/no"
+            ),
+        };
+    if host_key.is_some() && accept_new_host_key {
+        bail!(
+            "a pinned host key (--host-key or EC2_HOST_KEY) and accepting a new one \
+             (--accept-new-host-key or EC2_ACCEPT_NEW_HOST_KEY) contradict each other: use one"
+        );
+    }
     let options = ConnectOptions {
         key: workspace.var("EC2_PRIVATE_KEY").map(PathBuf::from),
         known_hosts: workspace.var("EC2_KNOWN_HOSTS").map(PathBuf::from),
         docker_socket: workspace
             .var("EC2_DOCKER_SOCKET")
             .unwrap_or_else(|| "/var/run/docker.sock".into()),
-        accept_new_host_key: flags.accept_new_host_key,
-        host_key: flags.host_key.clone(),
+        accept_new_host_key,
+        host_key,
     };
     Ok((target, options))
 }

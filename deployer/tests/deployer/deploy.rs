@@ -52,12 +52,42 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
             && !String::from_utf8_lossy(&out.stderr).contains(&env.registry.password)
     );
 
-    // The host starts with no images; deploy pulls them.
+    // The host starts with no images; deploy pulls them. Without the API's
+    // own credentials it refuses, unless told the defaults are meant.
     assert_eq!(host.docker(&["images", "-q"]), "");
+    let out = env
+        .deployer(&["deploy"])
+        .env_remove("API_USERNAME")
+        .env_remove("API_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to deploy: API_USERNAME, API_PASSWORD are not set")
+            && stderr.contains("--allow-default-credentials"),
+        "{stderr}"
+    );
+    assert_eq!(
+        host.docker(&["images", "-q"]),
+        "",
+        "a refused deploy changes nothing"
+    );
     let started = Instant::now();
-    let out = env.deployer(&["deploy"]).output().unwrap();
+    let out = env
+        .deployer(&["deploy", "--allow-default-credentials"])
+        .env_remove("API_USERNAME")
+        .env_remove("API_PASSWORD")
+        .output()
+        .unwrap();
     let first_deploy = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("warning: API_USERNAME, API_PASSWORD are not set"),
+        "{}",
+        text(&out)
+    );
     let api = |path: &str| format!("http://127.0.0.1:{}{path}", host.api_port);
     let (status, body) = get(&api("/supmit/api/v1.0/get_student_ages"), true);
     assert_eq!(status, 200, "{body}");

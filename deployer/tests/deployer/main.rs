@@ -6,5 +6,6 @@
 mod cli;
 mod deploy;
 mod errors;
+mod jenkinsfile;
 mod stack;
 mod support;

@@ -221,6 +221,7 @@ fn test_fails_naming_the_check_when_the_api_returns_wrong_data() {
     let out = support::deployer()
         .arg("test")
         .env("DOCKER_IMAGE_BACKEND", &image.repository)
+        .env("TAG", "latest")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -418,7 +418,11 @@ impl Ec2 {
             .env("EC2_KNOWN_HOSTS", &self.host.known_hosts)
             .env("EC2_DOCKER_SOCKET", &self.host.docker_socket)
             .env("EC2_FRONTEND_PORT", self.host.frontend_port.to_string())
-            .env("EC2_API_PORT", self.host.api_port.to_string());
+            .env("EC2_API_PORT", self.host.api_port.to_string())
+            // The host's API credentials (as Jenkins binds them); the tests
+            // call the API with them.
+            .env("API_USERNAME", "root")
+            .env("API_PASSWORD", "root");
         command
     }
 }
