@@ -44,13 +44,27 @@ pub struct Service {
     pub env: Vec<String>,
     pub ports: Vec<Port>,
     pub mounts: Vec<Mount>,
-    /// The network key this service joins.
-    pub network: String,
+    /// The network this service joins.
+    pub network: Network,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,
     pub depends_on: Vec<String>,
     pub user: Option<String>,
     pub logging: Logging,
+    /// Linux capabilities added to and dropped from Docker's default set.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+}
+
+/// Where a service's containers are on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// A network of the stack, by its key in the compose file: the service
+    /// is reached by its name there.
+    Stack(String),
+    /// The host's own network namespace (`network_mode: host`): the edge,
+    /// whose listening sockets must outlive its container.
+    Host,
 }
 
 /// Where a container's output goes (compose's `logging:`). Bounded by

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
-use crate::stack::{Healthcheck, Logging, Mount, Port, Restart, Service, Stack};
+use crate::stack::{Healthcheck, Logging, Mount, Network, Port, Restart, Service, Stack};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +50,11 @@ struct ServiceDef {
     depends_on: DependsOn,
     user: Option<String>,
     logging: Option<LoggingDef>,
+    network_mode: Option<String>,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,24 +294,53 @@ fn resolve(
             mounts.push(mount);
         }
 
-        let network = match def.networks.as_slice() {
-            [] => "default".to_owned(),
-            [one] if file.networks.contains_key(one) => one.clone(),
-            [one] => {
+        let network = match (def.network_mode.as_deref(), def.networks.as_slice()) {
+            (Some("host"), []) => {
+                if !ports.is_empty() {
+                    return Err(invalid(
+                        key("ports"),
+                        "a service with network_mode: host listens on the host's ports itself; \
+                         `ports:` would be ignored: remove it"
+                            .into(),
+                    ));
+                }
+                Network::Host
+            }
+            (Some("host"), _) => {
+                return Err(invalid(
+                    key("network_mode"),
+                    "network_mode: host and networks: cannot be combined".into(),
+                ));
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    key("network_mode"),
+                    format!(
+                        "{other:?} is not supported: use `host`, or leave it out for the stack's \
+                         network"
+                    ),
+                ));
+            }
+            (None, []) => Network::Stack("default".to_owned()),
+            (None, [one]) if file.networks.contains_key(one) => Network::Stack(one.clone()),
+            (None, [one]) => {
                 return Err(invalid(
                     key("networks"),
                     format!("network {one:?} is not declared under the top-level `networks:` key"),
                 ));
             }
-            _ => {
+            (None, _) => {
                 return Err(invalid(
                     key("networks"),
                     "the deployer supports one network per service".into(),
                 ));
             }
         };
-        if network == "default" && !networks.contains(&network) {
-            networks.push(network.clone());
+        if let Network::Stack(name) = &network
+            && name == "default"
+            && !networks.contains(name)
+        {
+            networks.push(name.clone());
         }
 
         let healthcheck = match &def.healthcheck {
@@ -399,6 +433,8 @@ fn resolve(
             depends_on,
             user,
             logging,
+            cap_add: def.cap_add.clone(),
+            cap_drop: def.cap_drop.clone(),
         });
     }
     let services = dependency_order(services).map_err(|m| invalid("depends_on".into(), m))?;
@@ -706,6 +742,14 @@ volumes:
             (
                 "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: y\n    depends_on: [a]\n",
                 "depends_on",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    network_mode: host\n    ports: [\"80:80\"]\n",
+                "services.a.ports",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    network_mode: bridge\n",
+                "services.a.network_mode",
             ),
         ] {
             let error = load_str(yaml, &[]).unwrap_err().to_string();

@@ -12,7 +12,7 @@ use bollard::models::{
 use sha2::{Digest, Sha256};
 
 use crate::docker::ProjectContainer;
-use crate::stack::{Mount, Restart, Service, Stack, labels};
+use crate::stack::{Mount, Network, Restart, Service, Stack, labels};
 
 /// What to do about one service, given the containers the daemon has for it.
 #[derive(Debug, PartialEq)]
@@ -98,7 +98,26 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
         })
         .collect();
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    let network = stack.network_name(&service.network);
+    let (network_mode, networking_config) = match &service.network {
+        Network::Host => ("host".to_owned(), None),
+        Network::Stack(key) => {
+            let network = stack.network_name(key);
+            let endpoints = HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(vec![service.name.clone()]),
+                    ..Default::default()
+                },
+            )]);
+            (
+                network,
+                Some(NetworkingConfig {
+                    endpoints_config: Some(endpoints),
+                }),
+            )
+        }
+    };
+    let list = |items: &[String]| (!items.is_empty()).then(|| items.to_vec());
     ContainerCreateBody {
         image: Some(service.image.clone()),
         cmd: service.command.clone(),
@@ -138,7 +157,9 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
                 }),
                 maximum_retry_count: None,
             }),
-            network_mode: Some(network.clone()),
+            network_mode: Some(network_mode),
+            cap_add: list(&service.cap_add),
+            cap_drop: list(&service.cap_drop),
             log_config: Some(HostConfigLogConfig {
                 typ: Some(service.logging.driver.clone()),
                 config: Some(service.logging.options.iter().cloned().collect()),
@@ -146,15 +167,7 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
             init: None,
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network,
-                EndpointSettings {
-                    aliases: Some(vec![service.name.clone()]),
-                    ..Default::default()
-                },
-            )])),
-        }),
+        networking_config,
         ..Default::default()
     }
 }
@@ -189,7 +202,7 @@ mod tests {
                     read_only: true,
                 },
             ],
-            network: "default".into(),
+            network: Network::Stack("default".into()),
             healthcheck: Some(Healthcheck {
                 test: vec!["CMD".into(), "/api".into(), "healthcheck".into()],
                 interval: Duration::from_secs(1),
@@ -201,6 +214,8 @@ mod tests {
             depends_on: vec![],
             user: None,
             logging: Logging::default(),
+            cap_add: vec![],
+            cap_drop: vec![],
         }
     }
 
@@ -309,5 +324,24 @@ mod tests {
             .aliases
             .clone();
         assert_eq!(aliases, Some(vec!["api".to_owned()]));
+    }
+
+    #[test]
+    fn a_host_networked_service_joins_no_stack_network_and_keeps_its_capabilities() {
+        let stack = stack();
+        let edge = Service {
+            name: "edge".into(),
+            network: Network::Host,
+            ports: vec![],
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["NET_BIND_SERVICE".into()],
+            ..service()
+        };
+        let body = container_body(&stack, &edge, "h");
+        assert!(body.networking_config.is_none());
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
     }
 }
