@@ -33,6 +33,31 @@ pub struct Stack {
     pub networks: Vec<String>,
     /// Named volume keys as written in the compose file.
     pub volumes: Vec<String>,
+    /// The edge in front of the stack, if pipeline.yaml names one.
+    pub edge: Option<EdgeSpec>,
+}
+
+/// The edge proxy in front of the stack: which compose service it is, and
+/// where it reaches the services behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSpec {
+    pub service: String,
+    /// Per service behind the edge: the port it listens on in its
+    /// container and the path the edge health-checks.
+    pub targets: Vec<EdgeTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeTarget {
+    pub service: String,
+    pub port: u16,
+    pub health: String,
+}
+
+impl EdgeSpec {
+    pub fn target(&self, service: &str) -> Option<&EdgeTarget> {
+        self.targets.iter().find(|t| t.service == service)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

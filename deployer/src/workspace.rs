@@ -45,7 +45,7 @@ impl Workspace {
         let env = Environment::load(dir)?;
         let lookup = |key: &str| env.get(key);
         let pipeline = pipeline::load(&path, &lookup)?;
-        let stack = compose::load(
+        let mut stack = compose::load(
             &pipeline.compose,
             compose::ProjectName {
                 flag: files.project_name,
@@ -53,6 +53,7 @@ impl Workspace {
             &lookup,
         )?;
         pipeline.check_against(&stack)?;
+        stack.edge = pipeline.edge.clone();
         Ok(Workspace {
             pipeline,
             stack,
@@ -71,13 +72,15 @@ impl Workspace {
                 .map(|(_, v)| v.clone())
                 .or_else(|| self.env.get(key))
         };
-        Ok(compose::load(
+        let mut stack = compose::load(
             &self.pipeline.compose,
             compose::ProjectName {
                 flag: self.project_flag.as_deref(),
             },
             &lookup,
-        )?)
+        )?;
+        stack.edge = self.pipeline.edge.clone();
+        Ok(stack)
     }
 
     /// The stack on the deploy host running `tag`: the version, then

@@ -443,6 +443,8 @@ fn resolve(
         services,
         networks,
         volumes: file.volumes.keys().cloned().collect(),
+        // pipeline.yaml says which service is the edge (Workspace sets it).
+        edge: None,
     })
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
-use crate::stack::{Service, Stack};
+use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,26 @@ struct PipelineFile {
     #[serde(default)]
     urls: Vec<UrlDef>,
     status: Option<StatusDef>,
+    edge: Option<EdgeDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeDef {
+    service: String,
+    targets: BTreeMap<String, TargetDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetDef {
+    port: u16,
+    #[serde(default = "default_health_path")]
+    health: String,
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +186,7 @@ pub struct Pipeline {
     pub deploy: DeploySettings,
     pub urls: Vec<AppUrl>,
     pub status: Option<StatusProbe>,
+    pub edge: Option<EdgeSpec>,
 }
 
 /// Where `push` sends images and `deploy` pulls them from.
@@ -507,12 +528,36 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
             })
         }
     };
+    let edge = match file.edge {
+        None => None,
+        Some(def) => {
+            let mut targets = Vec::new();
+            for (service, target) in def.targets {
+                if !target.health.starts_with('/') {
+                    return Err(invalid(
+                        format!("edge.targets.{service}.health"),
+                        format!("{:?} is not a path starting with /", target.health),
+                    ));
+                }
+                targets.push(EdgeTarget {
+                    service,
+                    port: target.port,
+                    health: target.health,
+                });
+            }
+            Some(EdgeSpec {
+                service: def.service,
+                targets,
+            })
+        }
+    };
     Ok(Pipeline {
         path: path.to_owned(),
         registry,
         deploy,
         urls,
         status,
+        edge,
         root,
         compose,
         images,
@@ -535,6 +580,23 @@ impl Pipeline {
     /// stack, so a typo fails before anything runs.
     pub fn check_against(&self, stack: &Stack) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::invalid(&self.path, key, message);
+        // Reached by a port it publishes, or through the edge.
+        let published = |key: String, service: &str| match stack.service(service) {
+            None => Err(invalid(
+                key,
+                format!("{} has no service {service:?}", self.compose.display()),
+            )),
+            Some(s)
+                if s.ports.is_empty()
+                    && self.edge.as_ref().and_then(|e| e.target(service)).is_none() =>
+            {
+                Err(invalid(
+                    key,
+                    format!("service {service:?} publishes no port and is not behind the edge"),
+                ))
+            }
+            Some(_) => Ok(()),
+        };
         let services: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
         for image in &self.images {
             if !services.contains(&image.service.as_str()) {
@@ -562,39 +624,47 @@ impl Pipeline {
             }
         }
         for (i, check) in self.checks.iter().enumerate() {
-            let Some(service) = stack.service(&check.service) else {
-                return Err(invalid(
-                    format!("test.checks[{i}].service"),
-                    format!(
-                        "{} has no service {:?}",
-                        self.compose.display(),
-                        check.service
-                    ),
-                ));
-            };
-            if service.ports.is_empty() {
-                return Err(invalid(
-                    format!("test.checks[{i}].service"),
-                    format!("service {:?} publishes no port to test", check.service),
-                ));
-            }
+            published(format!("test.checks[{i}].service"), &check.service)?;
         }
-        let published = |key: String, service: &str| match stack.service(service) {
-            None => Err(invalid(
-                key,
-                format!("{} has no service {service:?}", self.compose.display()),
-            )),
-            Some(s) if s.ports.is_empty() => Err(invalid(
-                key,
-                format!("service {service:?} publishes no port"),
-            )),
-            Some(_) => Ok(()),
-        };
         for (i, url) in self.urls.iter().enumerate() {
             published(format!("urls[{i}].service"), &url.service)?;
         }
         if let Some(status) = &self.status {
             published("status.service".into(), &status.service)?;
+        }
+        if let Some(edge) = &self.edge {
+            let named = |key: String, service: &str| match stack.service(service) {
+                Some(s) => Ok(s),
+                None => Err(invalid(
+                    key,
+                    format!("{} has no service {service:?}", self.compose.display()),
+                )),
+            };
+            let proxy = named("edge.service".into(), &edge.service)?;
+            if proxy.network != crate::stack::Network::Host {
+                return Err(invalid(
+                    "edge.service".into(),
+                    format!(
+                        "service {:?} must run with network_mode: host, so its listening \
+                         sockets outlive its container and can be handed to its successor",
+                        edge.service
+                    ),
+                ));
+            }
+            for target in &edge.targets {
+                let behind = named(format!("edge.targets.{}", target.service), &target.service)?;
+                if !behind.ports.is_empty() {
+                    return Err(invalid(
+                        format!("edge.targets.{}", target.service),
+                        format!(
+                            "service {:?} is behind the edge, so it publishes no port of its \
+                             own (two containers of it run side by side during a switch): \
+                             remove its `ports:`",
+                            target.service
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

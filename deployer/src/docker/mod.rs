@@ -2,8 +2,10 @@
 //! act on, and reading the stack's containers back by their labels.
 
 mod containers;
+mod exec;
 
 pub(crate) use containers::{Health, ProjectContainer, health_of, last_logs, project_containers};
+pub(crate) use exec::exec;
 
 use std::path::Path;
 use std::time::Duration;

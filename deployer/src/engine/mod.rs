@@ -14,6 +14,7 @@
 //! takes back what an interrupted run left half-done, `down` removes.
 
 mod down;
+mod edge;
 mod health;
 mod replace;
 mod spec;
@@ -35,7 +36,7 @@ use crate::config::pipeline::Seed;
 use crate::docker::{ProjectContainer, is_not_found, message, project_containers};
 use crate::progress::{Progress, Task};
 use crate::stack::{Service, Stack, labels};
-use spec::Decision;
+use spec::{Decision, Strategy};
 use undo::Unfinished;
 
 /// Seconds a container gets to stop on SIGTERM before Docker kills it.
@@ -139,6 +140,8 @@ impl Engine {
                 }
             }
         }
+        // Every service in place: the edge routes to each one's container.
+        self.reconcile_edge(stack).await?;
         Ok(applied)
     }
 
@@ -248,13 +251,43 @@ impl Engine {
             }
             Decision::Create => {
                 self.replace(stack, service, &hash, &[], task).await?;
+                match spec::strategy(stack, service) {
+                    Strategy::StartFirst(target) => {
+                        let id = self.container_id(stack, service).await?;
+                        self.route(stack, target, &id, task).await?;
+                    }
+                    // A new edge knows nothing yet: tell it where each
+                    // service behind it runs.
+                    Strategy::HandOver => self.reconcile_edge(stack).await?,
+                    Strategy::StopFirst => {}
+                }
                 Ok(Action::Created)
             }
             Decision::Replace(old) => {
-                self.replace(stack, service, &hash, &old, task).await?;
+                match spec::strategy(stack, service) {
+                    Strategy::StopFirst => self.replace(stack, service, &hash, &old, task).await?,
+                    Strategy::StartFirst(target) => {
+                        self.replace_start_first(stack, service, &hash, &old, target, task)
+                            .await?
+                    }
+                    Strategy::HandOver => {
+                        self.replace_edge(stack, service, &hash, &old, task).await?
+                    }
+                }
                 Ok(Action::Replaced)
             }
         }
+    }
+
+    /// The id of the container under the service's name.
+    async fn container_id(&self, stack: &Stack, service: &Service) -> anyhow::Result<String> {
+        let name = stack.container_name(&service.name);
+        self.docker
+            .inspect_container(&name, None)
+            .await
+            .map_err(|e| anyhow!("cannot inspect {name}: {}", message(&e)))?
+            .id
+            .ok_or_else(|| anyhow!("{name} has no id"))
     }
 
     /// Gives a container left set aside by a killed run its name back.

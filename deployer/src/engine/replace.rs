@@ -1,9 +1,22 @@
-//! Putting a new container in service for a service: create it, start it,
-//! gate it on health. Containers it replaces are stopped and set aside
-//! (renamed, not removed) first, and put back if the new one fails, so a
-//! broken release never leaves a service with nothing running.
+//! Putting a new container in service for a service, in one of three ways
+//! (`spec::Strategy`):
+//!
+//! - **stop-first** (a service that publishes its own host ports): the old
+//!   container is stopped and set aside (renamed, not removed), the new one
+//!   created, started and health-gated; if it fails, the old one is put back.
+//! - **start-first** (a service behind the edge): the new container starts
+//!   beside the old one, is health-gated, the edge switches to it and drains
+//!   the old one, and only then is the old one stopped. A new container that
+//!   never turns healthy gets no traffic; the old one never stopped.
+//! - **hand-over** (the edge itself): the new edge takes the listening
+//!   sockets over from the old one, which drains and exits by itself.
+//!
+//! Either way a broken release never leaves a service with nothing running.
+
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
@@ -12,7 +25,11 @@ use super::undo::Made;
 use super::{Engine, STOP_TIMEOUT_SECS};
 use crate::docker::{ProjectContainer, message};
 use crate::progress::Task;
-use crate::stack::{Service, Stack};
+use crate::stack::{EdgeTarget, Restart, Service, Stack};
+
+/// How long an old edge may take to hand over, drain and exit (its own
+/// shutdown bound is 30 s).
+const HANDOVER_EXIT: Duration = Duration::from_secs(40);
 
 impl Engine {
     /// Replaces `old` (empty: creates) with a new container of `service`
@@ -83,6 +100,170 @@ impl Engine {
                 Err(self.put_back(&retired, error, service, task).await)
             }
         }
+    }
+
+    /// Starts a new container of a service behind the edge beside the `old`
+    /// ones, health-gates it, switches the edge to it (which drains the
+    /// old), then stops the old ones and gives the new one the service's
+    /// name.
+    pub(super) async fn replace_start_first(
+        &self,
+        stack: &Stack,
+        service: &Service,
+        hash: &str,
+        old: &[&ProjectContainer],
+        target: &EdgeTarget,
+        task: &Task,
+    ) -> anyhow::Result<()> {
+        let id = self.start_beside(stack, service, hash, task).await?;
+        let new = Made::Container(id.clone());
+        if let Err(error) = self.route(stack, target, &id, task).await {
+            let _ = self.remove_container(&id).await;
+            self.unfinished.done(&new);
+            return Err(error.context(format!(
+                "the previous {} keeps serving; the new container was removed",
+                service.name
+            )));
+        }
+        // In service: from here an interrupt must not remove it.
+        self.unfinished.done(&new);
+        for container in old {
+            task.set(&format!("stopping {} (drained)", container.name));
+            self.remove_container(&container.id).await?;
+        }
+        self.take_name(stack, service, &id).await
+    }
+
+    /// Replaces the edge: the new edge starts beside the old one and takes
+    /// its listening sockets over (healthy = it serves); the old one then
+    /// finishes its requests and exits by itself, and is removed.
+    pub(super) async fn replace_edge(
+        &self,
+        stack: &Stack,
+        service: &Service,
+        hash: &str,
+        old: &[&ProjectContainer],
+        task: &Task,
+    ) -> anyhow::Result<()> {
+        // An old edge that exits after handing over must stay down: its
+        // restart policy would start it again and it would take the
+        // sockets back.
+        for container in old {
+            self.unfinished.add(Made::NoRestart {
+                id: container.id.clone(),
+                restart: service.restart,
+            });
+            self.set_restart(&container.id, Restart::No).await?;
+        }
+        let restore = async || {
+            for container in old {
+                let _ = self.set_restart(&container.id, service.restart).await;
+                self.unfinished.done(&Made::NoRestart {
+                    id: container.id.clone(),
+                    restart: service.restart,
+                });
+            }
+        };
+        let id = match self.start_beside(stack, service, hash, task).await {
+            Ok(id) => id,
+            Err(error) => {
+                restore().await;
+                return Err(error.context("the previous edge keeps serving"));
+            }
+        };
+        self.unfinished.done(&Made::Container(id.clone()));
+        for container in old {
+            task.set(&format!(
+                "waiting for {} to hand over and exit",
+                container.name
+            ));
+            let started = Instant::now();
+            while self.is_running_or_restarting(&container.id).await
+                && started.elapsed() < HANDOVER_EXIT
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            self.unfinished.done(&Made::NoRestart {
+                id: container.id.clone(),
+                restart: service.restart,
+            });
+            self.remove_container(&container.id).await?;
+        }
+        self.take_name(stack, service, &id).await
+    }
+
+    /// Creates, starts and health-gates a new container of `service` under
+    /// a name of its own, while others of the service still run. Removed
+    /// again if it does not turn healthy (the error carries its logs).
+    async fn start_beside(
+        &self,
+        stack: &Stack,
+        service: &Service,
+        hash: &str,
+        task: &Task,
+    ) -> anyhow::Result<String> {
+        let name = format!(
+            "{}-next-{:x}",
+            stack.container_name(&service.name),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        task.set("creating beside the running one");
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                super::spec::container_body(stack, service, hash),
+            )
+            .await
+            .map_err(|e| anyhow!("cannot create the container {name}: {}", message(&e)))?;
+        let new = Made::Container(created.id.clone());
+        self.unfinished.add(new.clone());
+        task.set("starting");
+        let healthy = match self.start(&created.id, service).await {
+            Ok(()) => self.health_gate(&created.id, service, task).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = healthy {
+            let _ = self.remove_container(&created.id).await;
+            self.unfinished.done(&new);
+            return Err(error);
+        }
+        Ok(created.id)
+    }
+
+    /// Gives a container the service's canonical name, once the one that
+    /// held it is gone.
+    async fn take_name(&self, stack: &Stack, service: &Service, id: &str) -> anyhow::Result<()> {
+        let name = stack.container_name(&service.name);
+        self.docker
+            .rename_container(id, RenameContainerOptions { name: name.clone() })
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot rename the new {} to {name}: {}",
+                    service.name,
+                    message(&e)
+                )
+            })
+    }
+
+    /// Sets a container's restart policy.
+    pub(super) async fn set_restart(&self, id: &str, restart: Restart) -> anyhow::Result<()> {
+        self.docker
+            .update_container(
+                id,
+                ContainerUpdateBody {
+                    restart_policy: Some(super::spec::restart_policy(restart)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow!("cannot change the restart policy of {id}: {}", message(&e)))
     }
 
     /// Stops a container and renames it aside, so the new one can take its

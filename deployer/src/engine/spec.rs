@@ -12,7 +12,7 @@ use bollard::models::{
 use sha2::{Digest, Sha256};
 
 use crate::docker::ProjectContainer;
-use crate::stack::{Mount, Network, Restart, Service, Stack, labels};
+use crate::stack::{EdgeTarget, Mount, Network, Restart, Service, Stack, labels};
 
 /// What to do about one service, given the containers the daemon has for it.
 #[derive(Debug, PartialEq)]
@@ -52,6 +52,31 @@ pub(crate) fn decide<'c>(
     }
 }
 
+/// How a service's container is replaced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Strategy<'s> {
+    /// Stop the old, start the new: a service that publishes host ports
+    /// itself (two containers cannot hold one port), or any without an edge.
+    StopFirst,
+    /// Start the new beside the old, health-gate it, switch the edge to it,
+    /// let the old drain, then stop the old: nothing a client sends fails.
+    StartFirst(&'s EdgeTarget),
+    /// The edge itself: the new one takes the listening sockets over from
+    /// the old one, which then drains and exits by itself.
+    HandOver,
+}
+
+pub(crate) fn strategy<'s>(stack: &'s Stack, service: &Service) -> Strategy<'s> {
+    match &stack.edge {
+        Some(edge) if edge.service == service.name => Strategy::HandOver,
+        Some(edge) => match edge.target(&service.name) {
+            Some(target) => Strategy::StartFirst(target),
+            None => Strategy::StopFirst,
+        },
+        None => Strategy::StopFirst,
+    }
+}
+
 /// Identifies a service's desired container: its resolved definition and
 /// the id of the image its tag points at now. The image's name is left out:
 /// a new tag for the same image id (a release that did not change this
@@ -65,6 +90,19 @@ pub(crate) fn config_hash(service: &Service, image_id: &str) -> String {
     hasher.update(format!("{unnamed:?}").as_bytes());
     hasher.update(image_id.as_bytes());
     crate::images::hex(&hasher.finalize())
+}
+
+/// Docker's form of a restart policy.
+pub(crate) fn restart_policy(restart: Restart) -> RestartPolicy {
+    RestartPolicy {
+        name: Some(match restart {
+            Restart::Always => RestartPolicyNameEnum::ALWAYS,
+            Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+            Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            Restart::No => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: None,
+    }
 }
 
 /// The create request for a service's container.
@@ -148,15 +186,7 @@ pub(crate) fn container_body(stack: &Stack, service: &Service, hash: &str) -> Co
         host_config: Some(HostConfig {
             port_bindings: Some(port_bindings),
             binds: Some(binds),
-            restart_policy: Some(RestartPolicy {
-                name: Some(match service.restart {
-                    Restart::Always => RestartPolicyNameEnum::ALWAYS,
-                    Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
-                    Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-                    Restart::No => RestartPolicyNameEnum::NO,
-                }),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(restart_policy(service.restart)),
             network_mode: Some(network_mode),
             cap_add: list(&service.cap_add),
             cap_drop: list(&service.cap_drop),
@@ -225,6 +255,7 @@ mod tests {
             services: vec![service()],
             networks: vec!["default".into()],
             volumes: vec!["data".into()],
+            edge: None,
         }
     }
 
@@ -343,5 +374,33 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("host"));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+    }
+
+    #[test]
+    fn services_behind_the_edge_start_first_and_the_edge_hands_over() {
+        let mut stack = stack();
+        assert_eq!(strategy(&stack, &service()), Strategy::StopFirst);
+        stack.edge = Some(crate::stack::EdgeSpec {
+            service: "edge".into(),
+            targets: vec![EdgeTarget {
+                service: "api".into(),
+                port: 5000,
+                health: "/healthz".into(),
+            }],
+        });
+        assert_eq!(
+            strategy(&stack, &service()),
+            Strategy::StartFirst(&stack.edge.as_ref().unwrap().targets[0])
+        );
+        let edge = Service {
+            name: "edge".into(),
+            ..service()
+        };
+        assert_eq!(strategy(&stack, &edge), Strategy::HandOver);
+        let other = Service {
+            name: "worker".into(),
+            ..service()
+        };
+        assert_eq!(strategy(&stack, &other), Strategy::StopFirst);
     }
 }

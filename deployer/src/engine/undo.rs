@@ -7,7 +7,7 @@ use bollard::query_parameters::{RemoveVolumeOptions, RenameContainerOptions};
 
 use super::Engine;
 use crate::docker::{ProjectContainer, project_containers};
-use crate::stack::labels;
+use crate::stack::{Restart, labels};
 
 /// An object a run made, or changed and must restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,19 @@ pub(crate) enum Made {
     Retired {
         id: String,
         name: String,
+    },
+    /// A switch of the edge in progress: the addresses the service had.
+    Routed {
+        edge: String,
+        service: String,
+        health: String,
+        previous: Vec<String>,
+    },
+    /// A container whose restart policy was turned off (an edge handing
+    /// over), with the policy to give back.
+    NoRestart {
+        id: String,
+        restart: Restart,
     },
 }
 
@@ -73,9 +86,27 @@ impl Engine {
                 made.push(id);
             }
         }
+        // The edge first: a switch cut short goes back to the containers
+        // that still run, before any new one is removed.
+        for item in &made {
+            if let Made::Routed {
+                edge,
+                service,
+                health,
+                previous,
+            } = item
+            {
+                let _ = self.route_back(edge, service, health, previous).await;
+            }
+        }
         for item in &made {
             if let Made::Container(id) = item {
                 let _ = self.remove_container(id).await;
+            }
+        }
+        for item in &made {
+            if let Made::NoRestart { id, restart } = item {
+                let _ = self.set_restart(id, *restart).await;
             }
         }
         for item in &made {

@@ -1,0 +1,252 @@
+//! The edge as the engine drives it: telling it where a service runs now
+//! (`edge ctl deploy`, which health-checks the new target, switches, and
+//! drains the old before it returns), and reading what it routes
+//! (`edge ctl status`). Both run inside the edge's container with `docker
+//! exec`: the image is `FROM scratch`, the edge binary is its one program.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+
+use super::Engine;
+use super::undo::Made;
+use crate::docker::{exec, message, project_containers};
+use crate::progress::Task;
+use crate::stack::{EdgeTarget, Network, Stack};
+
+/// The edge's control command inside its image.
+const CTL: [&str; 2] = ["/edge", "ctl"];
+
+/// How long the edge waits for a new target's health, and for an old
+/// target's in-flight requests to finish, before it gives up.
+const DEPLOY_TIMEOUT: &str = "30s";
+const DRAIN_TIMEOUT: &str = "30s";
+
+/// One target as `edge ctl status` reports it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(crate) struct TargetStatus {
+    pub address: String,
+    pub health: String,
+    pub in_flight: u64,
+    #[serde(default)]
+    pub served: u64,
+}
+
+/// What `edge ctl status` says about the services behind the edge.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub(crate) struct EdgeStatus {
+    #[serde(default)]
+    pub services: BTreeMap<String, Vec<TargetStatus>>,
+}
+
+impl Engine {
+    /// The running container of the stack's edge, if it has one.
+    pub(super) async fn running_edge(&self, stack: &Stack) -> anyhow::Result<Option<String>> {
+        let Some(edge) = &stack.edge else {
+            return Ok(None);
+        };
+        let canonical = stack.container_name(&edge.service);
+        let containers = project_containers(&self.docker, &stack.project).await?;
+        let mut running: Vec<_> = containers
+            .iter()
+            .filter(|c| !c.oneoff && c.running && c.service() == edge.service)
+            .collect();
+        // During a hand-over two run; the new one (not yet renamed) serves.
+        running.sort_by_key(|c| c.name == canonical);
+        Ok(running.first().map(|c| c.id.clone()))
+    }
+
+    /// Runs `edge ctl ARGS` in the edge container; its JSON answer.
+    async fn ctl(&self, edge: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let argv: Vec<&str> = CTL.iter().chain(args).copied().collect();
+        let ran = exec(&self.docker, edge, &argv).await?;
+        if !ran.success() {
+            bail!(
+                "the edge refused `{}`: {}",
+                args.join(" "),
+                ran.stderr.trim()
+            );
+        }
+        serde_json::from_str(ran.stdout.trim())
+            .with_context(|| format!("the edge's answer to `{}` is not JSON", args.join(" ")))
+    }
+
+    /// What the edge routes now.
+    pub(crate) async fn edge_status(&self, edge: &str) -> anyhow::Result<EdgeStatus> {
+        let value = self.ctl(edge, &["status"]).await?;
+        serde_json::from_value(value).context("the edge's status has an unexpected shape")
+    }
+
+    /// The address the edge reaches `container` at for `target`: its IP on
+    /// the stack's network and the port it listens on there.
+    async fn address_of(
+        &self,
+        stack: &Stack,
+        container: &str,
+        target: &EdgeTarget,
+    ) -> anyhow::Result<String> {
+        let service = stack
+            .service(&target.service)
+            .ok_or_else(|| anyhow!("the stack has no service {}", target.service))?;
+        let Network::Stack(key) = &service.network else {
+            bail!(
+                "{} runs on the host's network; the edge reaches services on the stack's network",
+                target.service
+            );
+        };
+        let network = stack.network_name(key);
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| anyhow!("cannot inspect {container}: {}", message(&e)))?;
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| anyhow!("{container} has no address on the network {network}"))?;
+        Ok(format!("{ip}:{}", target.port))
+    }
+
+    /// Tells the edge to send `target`'s service to `container` from now
+    /// on; returns once the edge has health-checked it, switched, and let
+    /// the previous container's in-flight requests finish. Without a running
+    /// edge there is nothing to tell (the edge, once created, is told).
+    pub(super) async fn route(
+        &self,
+        stack: &Stack,
+        target: &EdgeTarget,
+        container: &str,
+        task: &Task,
+    ) -> anyhow::Result<()> {
+        let Some(edge) = self.running_edge(stack).await? else {
+            return Ok(());
+        };
+        let address = self.address_of(stack, container, target).await?;
+        task.set(&format!(
+            "switching the edge to {address} (health {}, then draining the old)",
+            target.health
+        ));
+        // Where the edge sends it now: put back if this run is interrupted
+        // before it finishes.
+        let previous = self
+            .edge_status(&edge)
+            .await?
+            .services
+            .remove(&target.service)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.address)
+            .collect::<Vec<_>>();
+        let switched = Made::Routed {
+            edge: edge.clone(),
+            service: target.service.clone(),
+            health: target.health.clone(),
+            previous,
+        };
+        self.unfinished.add(switched.clone());
+        let result = self
+            .ctl(
+                &edge,
+                &[
+                    "deploy",
+                    &target.service,
+                    "--target",
+                    &address,
+                    "--health-path",
+                    &target.health,
+                    "--deploy-timeout",
+                    DEPLOY_TIMEOUT,
+                    "--drain-timeout",
+                    DRAIN_TIMEOUT,
+                ],
+            )
+            .await;
+        self.unfinished.done(&switched);
+        let report = result.with_context(|| {
+            format!(
+                "the edge did not switch {} to the new container",
+                target.service
+            )
+        })?;
+        if report["drained"] == false {
+            self.progress.println(&format!(
+                "{}: {} request(s) were still running on the old container after {DRAIN_TIMEOUT}",
+                target.service, report["in_flight_left"]
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts a service back on the addresses it had (an interrupted switch).
+    pub(super) async fn route_back(
+        &self,
+        edge: &str,
+        service: &str,
+        health: &str,
+        previous: &[String],
+    ) -> anyhow::Result<()> {
+        if previous.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["deploy", service];
+        for address in previous {
+            args.extend(["--target", address.as_str()]);
+        }
+        args.extend(["--health-path", health, "--drain-timeout", "0s"]);
+        self.ctl(edge, &args).await.map(|_| ())
+    }
+
+    /// Makes the edge route every service behind it to the container that
+    /// runs it now: after the edge itself was created (it knows nothing
+    /// yet) and at the end of every run (a container restarted by Docker
+    /// may have a new address).
+    pub(super) async fn reconcile_edge(&self, stack: &Stack) -> anyhow::Result<()> {
+        let (Some(spec), Some(edge)) = (&stack.edge, self.running_edge(stack).await?) else {
+            return Ok(());
+        };
+        let routed = self.edge_status(&edge).await?.services;
+        let containers = project_containers(&self.docker, &stack.project).await?;
+        for target in &spec.targets {
+            let canonical = stack.container_name(&target.service);
+            let Some(current) = containers.iter().find(|c| c.running && c.name == canonical) else {
+                continue;
+            };
+            let address = self.address_of(stack, &current.id, target).await?;
+            let now: Vec<&str> = routed
+                .get(&target.service)
+                .map(|ts| ts.iter().map(|t| t.address.as_str()).collect())
+                .unwrap_or_default();
+            if now != [address.as_str()] {
+                let task = self.progress.task(&target.service, "routing");
+                self.route(stack, target, &current.id, &task).await?;
+                task.done(&format!("routed by the edge to {address}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_edge_status_reads_targets_per_service() {
+        let json = serde_json::json!({
+            "edge": {"pid": 1},
+            "listeners": [],
+            "services": {
+                "api": [{"address": "172.18.0.3:5000", "health_path": "/healthz",
+                         "health": "healthy", "in_flight": 2, "served": 10, "last_error": null}]
+            },
+            "tls": {"mode": "off"}
+        });
+        let status: EdgeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(status.services["api"][0].address, "172.18.0.3:5000");
+        assert_eq!(status.services["api"][0].in_flight, 2);
+    }
+}
