@@ -1,0 +1,573 @@
+//! The edge as clients, targets and the deployer see it: routing and
+//! headers, limits and timeouts, health checks and retries, `ctl deploy`
+//! with its drain, the state file, the hand-over between two real `edge`
+//! processes, and TLS against Debian's pebble.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{Backend, TestEdge, client, load, raw};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_prefix_wins_and_x_forwarded_headers_are_added() {
+    let (api, ui) = (Backend::start("api").await, Backend::start("ui").await);
+    let edge = TestEdge::start(
+        "web=http://127.0.0.1:0 -> /supmit/=api,/docs=api,/=frontend",
+        &[],
+    )
+    .await;
+    edge.deploy("api", &[&api.target()]).await.unwrap();
+    edge.deploy("frontend", &[&ui.target()]).await.unwrap();
+    let c = client();
+    let get = |path: &str| {
+        let c = c.clone();
+        let url = format!("{}{path}", edge.url("web"));
+        async move {
+            c.get(url)
+                .header("X-Forwarded-For", "203.0.113.9")
+                .header("Connection", "keep-alive, X-Secret-Hop")
+                .header("X-Secret-Hop", "must not pass")
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let j = get("/supmit/api/v1.0/get_student_ages?x=1").await;
+    assert_eq!(j["backend"], "api");
+    assert_eq!(
+        j["path"], "/supmit/api/v1.0/get_student_ages",
+        "no prefix stripping"
+    );
+    assert_eq!(j["query"], "x=1");
+    assert_eq!(j["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "http");
+    assert!(j["headers"].get("x-secret-hop").is_none(), "{j}");
+    assert_eq!(
+        j["headers"]["host"],
+        edge.addr("web"),
+        "the client's Host is kept"
+    );
+    assert_eq!(get("/docs").await["backend"], "api");
+    assert_eq!(
+        get("/supmit").await["backend"],
+        "ui",
+        "/supmit is not under /supmit/"
+    );
+    assert_eq!(get("/").await["backend"], "ui");
+
+    let own = c
+        .get(format!("{}/.edge/healthz", edge.url("web")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let health = c
+        .get(format!("{}/healthz", edge.url("web")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({}),
+        "a service's own /healthz is forwarded, not shadowed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_a_healthy_target_gets_503_and_an_unrouted_path_404() {
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> /api/=api", &[]).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/api/x", edge.url("web")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("no healthy target"));
+    let r = c
+        .get(format!("{}/other", edge.url("web")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5mb_upload_passes_and_a_body_over_the_limit_gets_413() {
+    let app = Backend::start("app").await;
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let c = client();
+    let five_mb = vec![b'x'; 5 * 1024 * 1024];
+    let r = c
+        .put(format!("{}/upload", edge.url("web")))
+        .body(five_mb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["body_len"],
+        5 * 1024 * 1024
+    );
+
+    let r = c
+        .put(format!("{}/upload", edge.url("web")))
+        .body(vec![b'x'; 17 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("limit is 16777216 bytes (EDGE_MAX_BODY)")
+    );
+
+    // Chunked, so no Content-Length to refuse up front: cut while streaming.
+    let small = TestEdge::start(
+        "web=http://127.0.0.1:0 -> app",
+        &[("EDGE_MAX_BODY", "64KiB")],
+    )
+    .await;
+    small.deploy("app", &[&app.target()]).await.unwrap();
+    let mut request =
+        b"PUT /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..8 {
+        request.extend_from_slice(format!("{:x}\r\n", 16 * 1024).as_bytes());
+        request.extend_from_slice(&[b'y'; 16 * 1024]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(&small.addr("web"), &request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_gets_400_and_others_are_served() {
+    let app = Backend::start("app").await;
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let answer = raw(
+        &edge.addr("web"),
+        b"GARBAGE / NOT-HTTP\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let answer = raw(
+        &edge.addr("web"),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let r = client().get(edge.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_cut_off_after_the_header_timeout_while_others_are_served() {
+    let app = Backend::start("app").await;
+    let edge = TestEdge::start(
+        "web=http://127.0.0.1:0 -> app",
+        &[("EDGE_HEADER_TIMEOUT", "1s")],
+    )
+    .await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let addr = edge.addr("web");
+    let started = Instant::now();
+    let slow = tokio::spawn(async move {
+        raw(
+            &addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            Duration::from_secs(10),
+        )
+        .await
+    });
+    let c = client();
+    for _ in 0..5 {
+        let r = c.get(edge.url("web")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = slow.await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(!answer.contains("200 OK"), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_target_gets_504_after_the_upstream_timeout_while_others_are_served() {
+    let app = Backend::start("app").await;
+    let edge = TestEdge::start(
+        "web=http://127.0.0.1:0 -> app",
+        &[("EDGE_UPSTREAM_TIMEOUT", "1s")],
+    )
+    .await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let c = client();
+    let url = format!("{}/hang", edge.url("web"));
+    let hanging = tokio::spawn({
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = c.get(edge.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "others are served meanwhile");
+    let r = hanging.await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(r.text().await.unwrap().contains("did not answer within 1s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_target_is_taken_out_and_no_request_fails_thanks_to_the_retry() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&a.target(), &b.target()])
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(edge.url("web"), 8, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = running.await.unwrap();
+    assert!(
+        tally.failed.is_empty(),
+        "{} failed: {:?}",
+        tally.failed.len(),
+        &tally.failed[..tally.failed.len().min(5)]
+    );
+    assert!(tally.ok > 100, "{tally:?}");
+    let status = edge.status().await;
+    let targets = status["services"]["app"].as_array().unwrap();
+    let dead = targets
+        .iter()
+        .find(|t| t["address"] == a.target().as_str())
+        .unwrap();
+    assert_eq!(dead["health"], "unhealthy", "{status}");
+    let hits_b_before = b.hits.load(Ordering::Relaxed);
+    let r = client().get(edge.url("web")).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["backend"], "b");
+    assert!(b.hits.load(Ordering::Relaxed) > hits_b_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_target_that_went_unhealthy_still_gets_a_chance_and_503_when_gone() {
+    let app = Backend::start("app").await;
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    app.healthy.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = edge.status().await;
+    assert_eq!(
+        status["services"]["app"][0]["health"], "unhealthy",
+        "{status}"
+    );
+    // Its health check fails, but it still answers: better an answer than a 503.
+    let r = client().get(edge.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.kill();
+    let r = client().get(edge.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_waits_for_the_previous_targets_in_flight_requests() {
+    let (old, new) = (Backend::start("old").await, Backend::start("new").await);
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&old.target()]).await.unwrap();
+    let c = client();
+    let slow = tokio::spawn({
+        let (c, url) = (c.clone(), format!("{}/slow?ms=1500", edge.url("web")));
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let report = edge.deploy("app", &[&new.target()]).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(report["previous"], serde_json::json!([old.target()]));
+    assert_eq!(report["drained"], true, "{report}");
+    assert_eq!(report["in_flight_left"], 0);
+    assert!(
+        took >= Duration::from_millis(1000),
+        "returned before the drain: {took:?} {report}"
+    );
+    assert_eq!(
+        slow.await.unwrap()["backend"],
+        "old",
+        "the in-flight request finished on the old target"
+    );
+    let r = c
+        .get(edge.url("web"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(r["backend"], "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_is_bounded_by_the_drain_timeout() {
+    let (old, new) = (Backend::start("old").await, Backend::start("new").await);
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&old.target()]).await.unwrap();
+    let url = format!("{}/slow?ms=5000", edge.url("web"));
+    let _slow = tokio::spawn(async move { client().get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = support::deploy(
+        &edge.run_dir(),
+        "app",
+        &[&new.target()],
+        Duration::from_secs(5),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["drained"], false, "{report}");
+    assert_eq!(report["in_flight_left"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_to_a_target_that_never_turns_healthy_fails_and_the_old_keeps_serving() {
+    let (old, broken) = (Backend::start("old").await, Backend::start("broken").await);
+    broken.healthy.store(false, Ordering::Relaxed);
+    let edge = TestEdge::start("web=http://127.0.0.1:0 -> app", &[]).await;
+    edge.deploy("app", &[&old.target()]).await.unwrap();
+    let error = support::deploy(
+        &edge.run_dir(),
+        "app",
+        &[&broken.target()],
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.contains("did not turn healthy within 1s"), "{error}");
+    assert!(
+        error.contains("503"),
+        "the last health answer is named: {error}"
+    );
+    let r = client()
+        .get(edge.url("web"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(r["backend"], "old");
+    let error = edge.deploy("nope", &[&old.target()]).await.unwrap_err();
+    assert!(
+        error.contains("no listener routes to a service named \"nope\""),
+        "{error}"
+    );
+    let error = edge.deploy("app", &["not a target"]).await.unwrap_err();
+    assert!(error.contains("HOST:PORT"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_under_load_switches_between_real_apis_with_zero_failed_requests() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("student_age.json");
+    std::fs::write(&file, r#"{"alice": 12}"#).unwrap();
+    let start_api = |file: std::path::PathBuf| async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let store = student_ages_api::Store::open(&file).unwrap();
+        let config = student_ages_api::Config {
+            credentials: student_ages_api::Credentials::new("root", "root"),
+        };
+        let task = tokio::spawn(student_ages_api::run(listener, store, config, async {
+            let _ = rx.await;
+        }));
+        (addr.to_string(), tx, task)
+    };
+    let (first, stop_first, first_task) = start_api(file.clone()).await;
+    let edge = TestEdge::start("api=http://127.0.0.1:0 -> api", &[]).await;
+    edge.deploy("api", &[&first]).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = load(
+        format!(
+            "http://root:root@{}/supmit/api/v1.0/get_student_ages",
+            edge.addr("api")
+        ),
+        6,
+        stop.clone(),
+    );
+    let writes = tokio::spawn({
+        let (stop, base) = (stop.clone(), edge.url("api"));
+        async move {
+            let c = client();
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let name = format!("w{i}");
+                let r = c
+                    .put(format!("{base}/supmit/api/v1.0/student_ages/{name}"))
+                    .basic_auth("root", Some("root"))
+                    .json(&serde_json::json!({"age": i % 100}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => acked.push(name),
+                    Ok(r) => failed.push(format!("{}", r.status())),
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (acked, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (second, stop_second, second_task) = start_api(file.clone()).await;
+    let report = edge.deploy("api", &[&second]).await.unwrap();
+    assert_eq!(report["drained"], true, "{report}");
+    // The deployer stops the old container only now.
+    let _ = stop_first.send(());
+    first_task.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = reads.await.unwrap();
+    let (acked, failed) = writes.await.unwrap();
+    assert!(
+        tally.failed.is_empty(),
+        "reads failed: {:?}",
+        &tally.failed[..tally.failed.len().min(5)]
+    );
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    assert!(
+        tally.ok > 100 && acked.len() > 10,
+        "{} reads, {} writes",
+        tally.ok,
+        acked.len()
+    );
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for name in &acked {
+        assert!(
+            on_disk.get(name).is_some(),
+            "acknowledged {name} is not in the file"
+        );
+    }
+    let _ = stop_second.send(());
+    second_task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_survive_a_restart_and_are_health_checked_before_traffic() {
+    let (app, gone) = (Backend::start("app").await, Backend::start("gone").await);
+    let dir = TestEdge::dirs();
+    let listen = "web=http://127.0.0.1:0 -> app; other=http://127.0.0.1:0 -> other";
+    let mut edge = TestEdge::start_in(dir, listen, &[]).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    edge.deploy("other", &[&gone.target()]).await.unwrap();
+    edge.stop().await;
+    gone.kill();
+    let saved = std::fs::read_to_string(edge.dir.path().join("state/state.json")).unwrap();
+    assert!(saved.contains(&app.target()), "{saved}");
+
+    let dir = std::mem::replace(&mut edge.dir, TestEdge::dirs());
+    let edge = TestEdge::start_in(dir, listen, &[]).await;
+    // The first request after the start already reaches the restored target.
+    let r = client().get(edge.url("web")).send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["backend"],
+        "app"
+    );
+    let status = edge.status().await;
+    assert_eq!(
+        status["services"]["app"][0]["health"], "healthy",
+        "{status}"
+    );
+    assert_eq!(
+        status["services"]["other"][0]["health"], "unhealthy",
+        "{status}"
+    );
+    let r = client().get(edge.url("other")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "a restored target that never answered gets no traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_gives_an_empty_logged_start_and_is_kept_aside() {
+    let dir = TestEdge::dirs();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("state/state.json"),
+        "{\"version\": 1, \"servi",
+    )
+    .unwrap();
+    let edge = TestEdge::start_in(dir, "web=http://127.0.0.1:0 -> app", &[]).await;
+    let status = edge.status().await;
+    assert_eq!(status["services"]["app"], serde_json::json!([]));
+    let aside = std::fs::read_to_string(edge.dir.path().join("state/state.json.bad")).unwrap();
+    assert!(aside.starts_with("{\"version\": 1"));
+    let app = Backend::start("app").await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let saved = std::fs::read_to_string(edge.dir.path().join("state/state.json")).unwrap();
+    assert!(saved.contains(&app.target()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_listener_serves_plain_http_and_status_shows_it_all() {
+    let app = Backend::start("app").await;
+    let dir = TestEdge::dirs();
+    let sock = dir.path().join("api.sock");
+    let listen = format!(
+        "web=http://127.0.0.1:0 -> app; internal=unix:{} -> app",
+        sock.display()
+    );
+    let edge = TestEdge::start_in(dir, &listen, &[]).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let c = reqwest::Client::builder()
+        .unix_socket(sock.as_path())
+        .build()
+        .unwrap();
+    let r = c.get("http://edge/supmit/x").send().await.unwrap();
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["backend"], "app");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "http");
+    assert!(
+        j["headers"].get("x-forwarded-for").is_none(),
+        "no client IP on a unix socket"
+    );
+
+    let status = edge.status().await;
+    assert_eq!(status["listeners"][1]["kind"], "unix", "{status}");
+    assert_eq!(status["listeners"][0]["routes"][0]["service"], "app");
+    let target = &status["services"]["app"][0];
+    assert_eq!(target["address"], app.target().as_str());
+    assert_eq!(target["health"], "healthy");
+    assert_eq!(target["served"], 1);
+    assert_eq!(target["in_flight"], 0);
+    assert_eq!(status["tls"]["mode"], "off");
+    assert_eq!(status["edge"]["serving"], true);
+}
