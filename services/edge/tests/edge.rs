@@ -571,3 +571,227 @@ async fn the_unix_listener_serves_plain_http_and_status_shows_it_all() {
     assert_eq!(status["tls"]["mode"], "off");
     assert_eq!(status["edge"]["serving"], true);
 }
+
+/// A real `edge` process, killed if the test fails before it exits.
+struct EdgeProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl EdgeProcess {
+    fn spawn(dir: &std::path::Path, listen: &str, name: &str) -> EdgeProcess {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+            .env("EDGE_LISTEN", listen)
+            .env("EDGE_RUN_DIR", dir.join("run"))
+            .env("EDGE_STATE_DIR", dir.join("state"))
+            .env("EDGE_HEALTH_INTERVAL", "200ms")
+            .env("EDGE_SHUTDOWN_TIMEOUT", "10s")
+            .env("RUST_LOG", "info,request=warn")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        EdgeProcess { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    fn terminate(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits until the edge answering the control socket is `pid`.
+async fn wait_for_serving_pid(run_dir: &std::path::Path, pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(who) = support::ctl(run_dir, student_ages_edge::control::Request::Whoami).await
+            && who["pid"] == pid
+            && who["serving"] == true
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_edge_takes_the_sockets_over_under_load_and_the_old_one_drains_and_exits_0() {
+    let app = Backend::start("app").await;
+    let dir = TestEdge::dirs();
+    let run_dir = dir.path().join("run");
+    let sock = dir.path().join("api.sock");
+    let port = free_port();
+    let listen = format!(
+        "web=http://127.0.0.1:{port} -> app; internal=unix:{} -> app",
+        sock.display()
+    );
+    let mut first = EdgeProcess::spawn(dir.path(), &listen, "first");
+    assert!(
+        wait_for_serving_pid(&run_dir, first.pid(), Duration::from_secs(10)).await,
+        "{}",
+        first.log()
+    );
+    support::deploy(
+        &run_dir,
+        "app",
+        &[&app.target()],
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(format!("http://127.0.0.1:{port}/"), 8, stop.clone());
+    let unix_load = tokio::spawn({
+        let (stop, sock) = (stop.clone(), sock.clone());
+        async move {
+            let c = reqwest::Client::builder()
+                .unix_socket(sock.as_path())
+                .build()
+                .unwrap();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match c.get("http://edge/x").send().await {
+                    Ok(r) if r.status().is_success() => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    // A request in flight across the hand-over finishes on the old edge.
+    let slow = tokio::spawn(async move {
+        client()
+            .get(format!("http://127.0.0.1:{port}/slow?ms=1500"))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut second = EdgeProcess::spawn(dir.path(), &listen, "second");
+    assert!(
+        wait_for_serving_pid(&run_dir, second.pid(), Duration::from_secs(10)).await,
+        "first:\n{}\nsecond:\n{}",
+        first.log(),
+        second.log()
+    );
+    let exit = first.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "first edge: {exit:?}\n{}",
+        first.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = running.await.unwrap();
+    let (unix_ok, unix_failed) = unix_load.await.unwrap();
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    assert!(
+        tally.failed.is_empty() && unix_failed.is_empty(),
+        "tcp failed {:?}, unix failed {:?}\nfirst:\n{}\nsecond:\n{}",
+        &tally.failed[..tally.failed.len().min(5)],
+        &unix_failed[..unix_failed.len().min(5)],
+        first.log(),
+        second.log()
+    );
+    assert!(
+        tally.ok > 100 && unix_ok > 20,
+        "{} tcp, {unix_ok} unix",
+        tally.ok
+    );
+    assert!(
+        first.log().contains("handed over to the new edge"),
+        "{}",
+        first.log()
+    );
+    assert!(second.log().contains("inherited=true"), "{}", second.log());
+
+    // The successor has the targets (they came with the sockets).
+    let status = support::ctl(&run_dir, student_ages_edge::control::Request::Status)
+        .await
+        .unwrap();
+    assert_eq!(
+        status["services"]["app"][0]["health"], "healthy",
+        "{status}"
+    );
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("healthcheck")
+        .env("EDGE_RUN_DIR", &run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+
+    // SIGTERM: in-flight requests finish, then the process exits 0.
+    let slow = tokio::spawn(async move {
+        client()
+            .get(format!("http://127.0.0.1:{port}/slow?ms=1000"))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.terminate();
+    assert_eq!(slow.await.unwrap().unwrap(), 200, "{}", second.log());
+    let exit = second.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "second edge: {exit:?}\n{}",
+        second.log()
+    );
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("healthcheck")
+        .env("EDGE_RUN_DIR", &run_dir)
+        .output()
+        .unwrap();
+    assert!(!health.status.success(), "no edge runs any more");
+    assert!(String::from_utf8_lossy(&health.stderr).contains("no edge answers"));
+}
