@@ -44,11 +44,20 @@ const FIRST_CHECK_BOUND: Duration = Duration::from_secs(5);
 /// A listener this process serves.
 pub struct Listening {
     pub spec: ListenerSpec,
-    pub socket: Arc<Socket>,
     /// Where it really listens (port 0 resolved).
     pub local: String,
     /// Received from the previous edge rather than bound.
     pub inherited: bool,
+}
+
+/// The listening sockets, held until this process stops accepting: then
+/// they are closed at once, so a successor started during the drain binds
+/// afresh instead of connecting to a socket nobody accepts on.
+struct Sockets {
+    control: Arc<UnixListener>,
+    /// Held only so that stopping closes it.
+    _handover: Arc<UnixListener>,
+    listeners: Vec<Arc<Socket>>,
 }
 
 /// A running edge.
@@ -61,8 +70,9 @@ struct Inner {
     upstreams: Arc<Upstreams>,
     proxy: Arc<Proxy>,
     listeners: Vec<Listening>,
-    control: Arc<UnixListener>,
-    handover: Arc<UnixListener>,
+    sockets: std::sync::Mutex<Option<Sockets>>,
+    /// The accept, control and hand-over loops, awaited when stopping.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stop: watch::Sender<bool>,
     draining: watch::Sender<bool>,
     connections: Arc<Connections>,
@@ -225,13 +235,17 @@ impl Edge {
             connections.clone(),
             draining_rx,
         );
+        let mut sockets = Vec::new();
         let listeners: Vec<Listening> = listeners
             .into_iter()
-            .map(|(spec, socket, inherited)| Listening {
-                local: socket.local(),
-                socket: Arc::new(socket),
-                spec,
-                inherited,
+            .map(|(spec, socket, inherited)| {
+                let local = socket.local();
+                sockets.push(Arc::new(socket));
+                Listening {
+                    local,
+                    spec,
+                    inherited,
+                }
             })
             .collect();
         let https_port = listeners
@@ -240,27 +254,34 @@ impl Edge {
             .and_then(|l| l.local.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok());
         let tls_acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(certs.clone()));
-        for l in &listeners {
+        let mut tasks = Vec::new();
+        for (l, socket) in listeners.iter().zip(&sockets) {
             let routes = Arc::new(ListenerRoutes::new(&l.spec, &upstreams, https_port));
             let tls =
                 matches!(l.spec.address, ListenAddress::Https(_)).then(|| tls_acceptor.clone());
-            tokio::spawn(server::accept_loop(
-                l.socket.clone(),
+            tasks.push(tokio::spawn(server::accept_loop(
+                socket.clone(),
                 routes,
                 tls,
                 serving.clone(),
                 stop_rx.clone(),
-            ));
+            )));
             tracing::info!(listener = l.spec.name, address = %l.spec.address, local = l.local, inherited = l.inherited, "listening");
         }
+        let control = Arc::new(control);
+        let handover_listener = Arc::new(handover_listener);
 
         let inner = Arc::new(Inner {
             config,
             upstreams,
             proxy,
             listeners,
-            control: Arc::new(control),
-            handover: Arc::new(handover_listener),
+            sockets: std::sync::Mutex::new(Some(Sockets {
+                control: control.clone(),
+                _handover: handover_listener.clone(),
+                listeners: sockets,
+            })),
+            tasks: std::sync::Mutex::new(Vec::new()),
             stop,
             draining,
             connections,
@@ -272,8 +293,17 @@ impl Edge {
                 .map_or(0, |d| d.as_secs() as i64),
             saving: std::sync::Mutex::new(()),
         });
-        tokio::spawn(control_loop(inner.clone(), stop_rx.clone()));
-        tokio::spawn(handover_loop(inner.clone(), stop_rx));
+        tasks.push(tokio::spawn(control_loop(
+            inner.clone(),
+            control,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(handover_loop(
+            inner.clone(),
+            handover_listener,
+            stop_rx,
+        )));
+        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
 
         if let Some(pending) = pending {
             match tokio::task::spawn_blocking(move || pending.ready(Duration::from_secs(30))).await
@@ -323,6 +353,19 @@ impl Edge {
     pub async fn shutdown(self) -> usize {
         let inner = self.inner;
         let _ = inner.stop.send(true);
+        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            // The loops end at the stop signal; one stuck in a hand-over
+            // offer is not waited for.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        drop(
+            inner
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         inner.proxy.draining.store(true, Ordering::Relaxed);
         let _ = inner.draining.send(true);
         let open = inner.connections.count();
@@ -400,6 +443,7 @@ impl Inner {
             TlsSettings::Acme(a) => serde_json::json!({
                 "mode": "acme",
                 "directory": a.directory,
+                "challenge": if self.proxy.challenges.enabled.load(Ordering::Relaxed) { "http-01" } else { "tls-alpn-01" },
                 "domains": a.domains,
                 "certificates": self.certs.info(),
                 "last_error": self.certs.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -488,11 +532,15 @@ pub fn pid_namespace() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn control_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+async fn control_loop(
+    inner: Arc<Inner>,
+    control: Arc<UnixListener>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            accepted = inner.control.accept() => accepted,
+            accepted = control.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -550,11 +598,15 @@ impl TakeLimited for tokio::net::unix::OwnedReadHalf {
     }
 }
 
-async fn handover_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+async fn handover_loop(
+    inner: Arc<Inner>,
+    handover: Arc<UnixListener>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            accepted = inner.handover.accept() => accepted,
+            accepted = handover.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -579,16 +631,23 @@ async fn handover_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 .collect(),
             state: state::State::from_snapshot(inner.upstreams.snapshot()),
         };
-        let control = inner.control.as_raw_fd();
-        let handover_fd = inner.handover.as_raw_fd();
-        let fds: Vec<_> = inner.listeners.iter().map(|l| l.socket.raw_fd()).collect();
+        // Clones keep every descriptor open while the blocking thread sends it.
+        let Some((control, listeners)) = inner
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| (s.control.clone(), s.listeners.clone()))
+        else {
+            return;
+        };
+        let handover_fd = handover.as_raw_fd();
         tracing::info!("a new edge asks for the sockets; handing them over");
-        // The descriptors stay open: `inner` (and so every socket) lives
-        // until this loop returns.
         let offered = tokio::task::spawn_blocking(move || {
+            let fds: Vec<_> = listeners.iter().map(|l| l.raw_fd()).collect();
             handover::offer(
                 std,
-                control,
+                control.as_raw_fd(),
                 handover_fd,
                 &fds,
                 &message,

@@ -368,7 +368,18 @@ impl Proxy {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|l| l > self.limits.max_body) {
+        if let Some(length) = length.filter(|l| *l > self.limits.max_body) {
+            // Read (and drop) a body of reasonable size before answering:
+            // closing with unread data makes the kernel send a reset, and
+            // the client may never see the 413.
+            let expects_continue = request.headers().contains_key(header::EXPECT);
+            if !expects_continue && length <= 4 * self.limits.max_body {
+                let mut body = request.into_body();
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+                })
+                .await;
+            }
             return too_large(self.limits.max_body);
         }
         self.forward(request, service, listener, peer).await

@@ -795,3 +795,165 @@ async fn a_new_edge_takes_the_sockets_over_under_load_and_the_old_one_drains_and
     assert!(!health.status.success(), "no edge runs any more");
     assert!(String::from_utf8_lossy(&health.stderr).contains("no edge answers"));
 }
+
+/// A client that trusts only pebble's issuing root and finds `domain` on
+/// loopback.
+fn tls_client(root_pem: &str, domain: &str, port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .resolve(domain, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn wait_for_certificate(edge: &TestEdge, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = edge.status().await;
+        if status["tls"]["certificates"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no certificate: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_issued_by_pebble_over_http_01_is_served_cached_and_port_80_redirects() {
+    let app = Backend::start("app").await;
+    let dir = TestEdge::dirs();
+    let (http_port, https_port) = (free_port(), free_port());
+    let pebble =
+        support::pebble::Pebble::start(&dir.path().join("pebble"), http_port, https_port).await;
+    let listen = format!(
+        "web=http://127.0.0.1:{http_port} redirect-https -> app; tls=https://127.0.0.1:{https_port} -> app"
+    );
+    let cert_dir = dir.path().join("certs");
+    let ca = pebble.listener_ca.display().to_string();
+    let directory = pebble.directory.clone();
+    let vars = [
+        ("EDGE_TLS_DOMAINS", "school.test"),
+        ("EDGE_ACME_DIRECTORY", directory.as_str()),
+        ("EDGE_ACME_CA_FILE", ca.as_str()),
+        ("EDGE_ACME_EMAIL", "ops@school.test"),
+        ("EDGE_CERT_DIR", cert_dir.to_str().unwrap()),
+    ];
+    let mut edge = TestEdge::start_in(dir, &listen, &vars).await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let status = wait_for_certificate(&edge, Duration::from_secs(20)).await;
+    let cert = &status["tls"]["certificates"][0];
+    assert_eq!(
+        cert["domains"],
+        serde_json::json!(["school.test"]),
+        "{status}"
+    );
+    assert!(cert["not_after"].as_str().unwrap() > "2026", "{cert}");
+    assert_eq!(status["tls"]["challenge"], "http-01", "{status}");
+    assert!(
+        pebble.log().contains("by completed challenge"),
+        "pebble really validated:\n{}",
+        pebble.log()
+    );
+
+    let root = pebble.issuing_root().await;
+    let c = tls_client(&root, "school.test", https_port);
+    let j: serde_json::Value = c
+        .get(format!("https://school.test:{https_port}/supmit/x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["backend"], "app");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+
+    // Port 80 (here http_port) redirects, except the ACME challenge path.
+    let c80 = tls_client(&root, "school.test", http_port);
+    let r = c80
+        .get(format!("http://school.test:{http_port}/list?q=al"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://school.test:{https_port}/list?q=al").as_str()
+    );
+    let r = c80
+        .get(format!(
+            "http://school.test:{http_port}/.well-known/acme-challenge/unknown"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the challenge path is answered, not redirected"
+    );
+
+    // A restart uses the cached certificate: no CA needed.
+    edge.stop().await;
+    drop(pebble);
+    let dir = std::mem::replace(&mut edge.dir, TestEdge::dirs());
+    let edge = TestEdge::start_in(dir, &listen, &vars).await;
+    let status = wait_for_certificate(&edge, Duration::from_secs(5)).await;
+    assert_eq!(
+        status["tls"]["certificates"][0]["domains"],
+        serde_json::json!(["school.test"])
+    );
+    let r = c
+        .get(format!("https://school.test:{https_port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "served over TLS with the cached certificate, to the restored target"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_plain_listener_the_certificate_comes_over_tls_alpn_01() {
+    let app = Backend::start("app").await;
+    let dir = TestEdge::dirs();
+    let https_port = free_port();
+    let pebble =
+        support::pebble::Pebble::start(&dir.path().join("pebble"), free_port(), https_port).await;
+    let cert_dir = dir.path().join("certs");
+    let ca = pebble.listener_ca.display().to_string();
+    let edge = TestEdge::start_in(
+        dir,
+        &format!("tls=https://127.0.0.1:{https_port} -> app"),
+        &[
+            ("EDGE_TLS_DOMAINS", "alpn.school.test"),
+            ("EDGE_ACME_DIRECTORY", pebble.directory.as_str()),
+            ("EDGE_ACME_CA_FILE", ca.as_str()),
+            ("EDGE_CERT_DIR", cert_dir.to_str().unwrap()),
+        ],
+    )
+    .await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let status = wait_for_certificate(&edge, Duration::from_secs(20)).await;
+    assert_eq!(status["tls"]["challenge"], "tls-alpn-01", "{status}");
+    assert!(
+        pebble.log().contains("by completed challenge"),
+        "{}",
+        pebble.log()
+    );
+    let root = pebble.issuing_root().await;
+    let r = tls_client(&root, "alpn.school.test", https_port)
+        .get(format!("https://alpn.school.test:{https_port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // not every test uses every helper
 
+pub mod pebble;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
