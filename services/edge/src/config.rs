@@ -1,0 +1,575 @@
+//! The edge's static configuration, read from the environment (the compose
+//! file sets it): which sockets to listen on, which path goes to which
+//! service, the limits and timeouts, and where TLS certificates come from.
+//!
+//! Targets (where a service runs right now) are not configuration: the
+//! deployer sets them at run time with `edge ctl deploy`, see `state`.
+//!
+//! `EDGE_LISTEN` is one small syntax, entries separated by `;` or newlines:
+//!
+//! ```text
+//! NAME=ADDRESS [redirect-https] -> ROUTES
+//! ADDRESS = http://HOST:PORT | https://HOST:PORT | unix:/PATH
+//! ROUTES  = SERVICE | /PREFIX=SERVICE,/PREFIX=SERVICE,...
+//! ```
+//!
+//! e.g. `web=http://0.0.0.0:80 -> frontend; api=http://0.0.0.0:5000 -> api;
+//! tls=https://0.0.0.0:443 -> /supmit/=api,/docs=api,/=frontend`. The
+//! longest matching prefix wins and is not stripped; a bare `SERVICE` is
+//! `/=SERVICE`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the environment configures.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerSpec>,
+    /// Control and hand-over sockets live here (a volume the old and the
+    /// new edge container both mount).
+    pub run_dir: PathBuf,
+    /// `state.json` (the targets) lives here.
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub health: HealthSettings,
+    pub tls: TlsSettings,
+}
+
+/// One listening socket and its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub address: ListenAddress,
+    /// Plain HTTP answered with a redirect to https (except the ACME
+    /// challenge path and the edge's own `/.edge/` paths).
+    pub redirect_https: bool,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Http(SocketAddr),
+    Https(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ListenAddress::Http(_) => "http",
+            ListenAddress::Https(_) => "https",
+            ListenAddress::Unix(_) => "unix",
+        }
+    }
+
+    /// The scheme clients used, for `X-Forwarded-Proto`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            ListenAddress::Https(_) => "https",
+            _ => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Http(a) => write!(f, "http://{a}"),
+            ListenAddress::Https(a) => write!(f, "https://{a}"),
+            ListenAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A path prefix and the service that answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub service: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body forwarded (413 beyond).
+    pub max_body: u64,
+    /// How long a client may take to send a request's head; a keep-alive
+    /// connection waiting for its next request is bounded by it too.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long a target may take to start answering (504 beyond).
+    pub upstream_timeout: Duration,
+    /// How long SIGTERM or a hand-over waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed checks that take a healthy target out.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum TlsSettings {
+    #[default]
+    Off,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Acme(AcmeSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub domains: Vec<String>,
+    pub directory: String,
+    pub email: Option<String>,
+    /// An extra root to trust for the ACME server's own HTTPS (pebble's).
+    pub ca_file: Option<PathBuf>,
+    pub cert_dir: PathBuf,
+    /// Renew when the certificate has less than this left.
+    pub renew_before: Duration,
+}
+
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// A configuration mistake, naming the variable and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: {what}")]
+    Missing {
+        var: &'static str,
+        what: &'static str,
+    },
+    #[error("{var}: entry {index} ({entry:?}): {problem}")]
+    Listen {
+        var: &'static str,
+        index: usize,
+        entry: String,
+        problem: String,
+    },
+    #[error("{var}={value:?}: {problem}")]
+    Value {
+        var: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+const LISTEN_SYNTAX: &str = "expected NAME=ADDRESS [redirect-https] -> ROUTES, with ADDRESS \
+    http://HOST:PORT, https://HOST:PORT or unix:/PATH and ROUTES a SERVICE or \
+    /PREFIX=SERVICE,/PREFIX=SERVICE";
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Reads the configuration through `var` (tests pass a map).
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let listen = var("EDGE_LISTEN").ok_or(ConfigError::Missing {
+            var: "EDGE_LISTEN",
+            what: "the listeners and their routes, e.g. \
+                   EDGE_LISTEN=\"web=http://0.0.0.0:80 -> frontend; api=http://0.0.0.0:5000 -> api\"",
+        })?;
+        let listeners = parse_listeners(&listen)?;
+        let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => parse_duration(&v).map_err(|problem| ConfigError::Value {
+                    var: name,
+                    value: v,
+                    problem,
+                }),
+            }
+        };
+        let limits = Limits {
+            max_body: match var("EDGE_MAX_BODY") {
+                None => 16 * 1024 * 1024,
+                Some(v) => parse_size(&v).map_err(|problem| ConfigError::Value {
+                    var: "EDGE_MAX_BODY",
+                    value: v,
+                    problem,
+                })?,
+            },
+            header_timeout: duration("EDGE_HEADER_TIMEOUT", Duration::from_secs(10))?,
+            idle_timeout: duration("EDGE_IDLE_TIMEOUT", Duration::from_secs(75))?,
+            upstream_timeout: duration("EDGE_UPSTREAM_TIMEOUT", Duration::from_secs(60))?,
+            shutdown_timeout: duration("EDGE_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+        };
+        let health = HealthSettings {
+            interval: duration("EDGE_HEALTH_INTERVAL", Duration::from_secs(1))?,
+            timeout: duration("EDGE_HEALTH_TIMEOUT", Duration::from_secs(2))?,
+            failures: match var("EDGE_HEALTH_FAILURES") {
+                None => 2,
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(ConfigError::Value {
+                            var: "EDGE_HEALTH_FAILURES",
+                            value: v,
+                            problem: "expected a whole number of checks, at least 1".into(),
+                        });
+                    }
+                },
+            },
+        };
+        let tls = tls_settings(&var, &listeners, duration)?;
+        Ok(Config {
+            listeners,
+            run_dir: var("EDGE_RUN_DIR").map_or_else(|| PathBuf::from("/run/edge"), PathBuf::from),
+            state_dir: var("EDGE_STATE_DIR")
+                .map_or_else(|| PathBuf::from("/var/lib/edge"), PathBuf::from),
+            limits,
+            health,
+            tls,
+        })
+    }
+
+    /// Every service some route names.
+    pub fn services(&self) -> BTreeSet<String> {
+        self.listeners
+            .iter()
+            .flat_map(|l| l.routes.iter().map(|r| r.service.clone()))
+            .collect()
+    }
+}
+
+fn tls_settings(
+    var: &impl Fn(&str) -> Option<String>,
+    listeners: &[ListenerSpec],
+    duration: impl Fn(&'static str, Duration) -> Result<Duration, ConfigError>,
+) -> Result<TlsSettings, ConfigError> {
+    let has_https = listeners
+        .iter()
+        .any(|l| matches!(l.address, ListenAddress::Https(_)));
+    let tls = match (
+        var("EDGE_TLS_CERT_FILE"),
+        var("EDGE_TLS_KEY_FILE"),
+        var("EDGE_TLS_DOMAINS"),
+    ) {
+        (Some(cert), Some(key), _) => TlsSettings::Files {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(ConfigError::Missing {
+                var: "EDGE_TLS_CERT_FILE/EDGE_TLS_KEY_FILE",
+                what: "a fixed certificate needs both the certificate chain and the key file",
+            });
+        }
+        (None, None, Some(domains)) => {
+            let domains: Vec<String> = domains
+                .split(',')
+                .map(|d| d.trim().to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect();
+            for d in &domains {
+                if d.starts_with("*.") || d.contains('/') || d.contains(':') || !d.contains('.') {
+                    return Err(ConfigError::Value {
+                        var: "EDGE_TLS_DOMAINS",
+                        value: d.clone(),
+                        problem: "expected DNS names such as school.example.org, comma-separated \
+                                  (no wildcards: they need DNS-01, which the edge does not do)"
+                            .into(),
+                    });
+                }
+            }
+            TlsSettings::Acme(AcmeSettings {
+                domains,
+                directory: var("EDGE_ACME_DIRECTORY")
+                    .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into()),
+                email: var("EDGE_ACME_EMAIL"),
+                ca_file: var("EDGE_ACME_CA_FILE").map(PathBuf::from),
+                cert_dir: var("EDGE_CERT_DIR")
+                    .map_or_else(|| PathBuf::from("/var/lib/edge/certs"), PathBuf::from),
+                renew_before: duration("EDGE_ACME_RENEW_BEFORE", Duration::from_secs(30 * 86400))?,
+            })
+        }
+        (None, None, None) => TlsSettings::Off,
+    };
+    if has_https && matches!(tls, TlsSettings::Off) {
+        return Err(ConfigError::Missing {
+            var: "EDGE_TLS_DOMAINS",
+            what: "an https:// listener needs a certificate: EDGE_TLS_DOMAINS (ACME) or \
+                   EDGE_TLS_CERT_FILE and EDGE_TLS_KEY_FILE",
+        });
+    }
+    Ok(tls)
+}
+
+/// Parses `EDGE_LISTEN` (see the module docs).
+pub fn parse_listeners(text: &str) -> Result<Vec<ListenerSpec>, ConfigError> {
+    let mut out: Vec<ListenerSpec> = Vec::new();
+    for (i, raw) in text
+        .split([';', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
+        let fail = |problem: String| ConfigError::Listen {
+            var: "EDGE_LISTEN",
+            index: i + 1,
+            entry: raw.to_string(),
+            problem,
+        };
+        let (head, routes) = raw
+            .split_once("->")
+            .ok_or_else(|| fail(format!("no \"->\" before the routes; {LISTEN_SYNTAX}")))?;
+        let (name, rest) = head
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| fail(format!("no NAME= at the start; {LISTEN_SYNTAX}")))?;
+        let name = name.trim();
+        if !valid_name(name) {
+            return Err(fail(format!(
+                "the name {name:?} must be letters, digits, '-' or '_'"
+            )));
+        }
+        if out.iter().any(|l| l.name == name) {
+            return Err(fail(format!("the name {name:?} is used twice")));
+        }
+        let mut words = rest.split_whitespace();
+        let address = words
+            .next()
+            .ok_or_else(|| fail(format!("no address; {LISTEN_SYNTAX}")))?;
+        let address = parse_address(address).map_err(fail)?;
+        let mut redirect_https = false;
+        for option in words {
+            match option {
+                "redirect-https" if matches!(address, ListenAddress::Http(_)) => {
+                    redirect_https = true
+                }
+                "redirect-https" => {
+                    return Err(fail(
+                        "redirect-https only makes sense on an http:// listener".into(),
+                    ));
+                }
+                other => {
+                    return Err(fail(format!(
+                        "unknown option {other:?}; the only option is redirect-https"
+                    )));
+                }
+            }
+        }
+        let any_port =
+            matches!(address, ListenAddress::Http(a) | ListenAddress::Https(a) if a.port() == 0);
+        if !any_port && out.iter().any(|l| l.address == address) {
+            return Err(fail(format!("the address {address} is listed twice")));
+        }
+        let routes = parse_routes(routes).map_err(fail)?;
+        out.push(ListenerSpec {
+            name: name.to_string(),
+            address,
+            redirect_https,
+            routes,
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::Value {
+            var: "EDGE_LISTEN",
+            value: text.to_string(),
+            problem: format!("no listener; {LISTEN_SYNTAX}"),
+        });
+    }
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn parse_address(text: &str) -> Result<ListenAddress, String> {
+    let socket = |rest: &str| -> Result<SocketAddr, String> {
+        rest.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "{text:?} is not HOST:PORT with a numeric IP (e.g. 0.0.0.0:80, 127.0.0.1:8080, [::]:443)"
+            )
+        })
+    };
+    if let Some(rest) = text.strip_prefix("http://") {
+        Ok(ListenAddress::Http(socket(rest)?))
+    } else if let Some(rest) = text.strip_prefix("https://") {
+        Ok(ListenAddress::Https(socket(rest)?))
+    } else if let Some(rest) = text.strip_prefix("unix:") {
+        if !rest.starts_with('/') {
+            return Err(format!("the unix socket path in {text:?} must be absolute"));
+        }
+        if rest.len() > 100 {
+            return Err(format!(
+                "the unix socket path in {text:?} is longer than 100 bytes (the kernel's limit is 108)"
+            ));
+        }
+        Ok(ListenAddress::Unix(PathBuf::from(rest)))
+    } else {
+        Err(format!(
+            "the address {text:?} must start with http://, https:// or unix:"
+        ))
+    }
+}
+
+fn parse_routes(text: &str) -> Result<Vec<Route>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("no routes after \"->\"; {LISTEN_SYNTAX}"));
+    }
+    let mut routes = Vec::new();
+    if !text.contains('=') {
+        if !valid_name(text) {
+            return Err(format!(
+                "the service name {text:?} must be letters, digits, '-' or '_'"
+            ));
+        }
+        routes.push(Route {
+            prefix: "/".into(),
+            service: text.into(),
+        });
+        return Ok(routes);
+    }
+    for part in text.split(',').map(str::trim) {
+        let (prefix, service) = part
+            .split_once('=')
+            .ok_or_else(|| format!("the route {part:?} is not /PREFIX=SERVICE"))?;
+        let (prefix, service) = (prefix.trim(), service.trim());
+        if !prefix.starts_with('/') {
+            return Err(format!("the route prefix {prefix:?} must start with '/'"));
+        }
+        if !valid_name(service) {
+            return Err(format!(
+                "the service name {service:?} in {part:?} must be letters, digits, '-' or '_'"
+            ));
+        }
+        if routes.iter().any(|r: &Route| r.prefix == prefix) {
+            return Err(format!("the prefix {prefix:?} is routed twice"));
+        }
+        routes.push(Route {
+            prefix: prefix.into(),
+            service: service.into(),
+        });
+    }
+    Ok(routes)
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 10s or 2m, got {text:?}"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a usable duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `16MiB`, `512KiB`, `1GiB`, or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 16MiB, 512KiB or 1048576, got {text:?}"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        "GiB" | "G" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?}; use KiB, MiB or GiB")),
+    };
+    Ok(value * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let l = parse_listeners(
+            "web=http://0.0.0.0:8080 redirect-https -> frontend; api=http://0.0.0.0:5000 -> api;\
+             internal=unix:/run/edge/api.sock -> api; \
+             tls=https://0.0.0.0:443 -> /supmit/=api,/docs=api,/openapi.json=api,/=frontend",
+        )
+        .unwrap();
+        assert_eq!(l.len(), 4);
+        assert!(l[0].redirect_https);
+        assert_eq!(
+            l[2].address,
+            ListenAddress::Unix("/run/edge/api.sock".into())
+        );
+        assert_eq!(l[3].routes.len(), 4);
+        assert_eq!(l[3].routes[0].prefix, "/supmit/");
+        assert_eq!(l[1].routes[0].prefix, "/");
+    }
+
+    #[test]
+    fn bad_entries_are_named_with_what_is_expected() {
+        let e = parse_listeners("web=http://0.0.0.0:80 -> frontend; api=http://0.0.0.0 -> api")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry 2") && e.contains("HOST:PORT"), "{e}");
+        let e = parse_listeners("web=ftp://0.0.0.0:80 -> x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://, https:// or unix:"), "{e}");
+        let e = parse_listeners("web=http://0.0.0.0:80 frontend")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"->\""), "{e}");
+        let e = parse_listeners("web=http://0.0.0.0:80 -> docs=api")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must start with '/'"), "{e}");
+        let e = parse_listeners("a=unix:/x -> b; a=unix:/y -> b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes_read_as_people_write_them() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(parse_size("16MiB").unwrap(), 16 * 1024 * 1024);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn an_https_listener_without_a_certificate_source_is_refused() {
+        let e = Config::from_lookup(|k| {
+            (k == "EDGE_LISTEN").then(|| "tls=https://0.0.0.0:443 -> api".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EDGE_TLS_DOMAINS"), "{e}");
+    }
+}

@@ -1,0 +1,728 @@
+//! The request path: pick the route and a healthy target, forward the
+//! request with `X-Forwarded-*` and without hop-by-hop headers, retry a
+//! connect error elsewhere, enforce the body limit and the upstream
+//! timeout, log one line per request.
+//!
+//! A request is retried only when its connection to the target failed
+//! before anything was sent (hyper's connect error, and the body never
+//! polled): on another healthy target when there is one, else once on the
+//! same target after `SAME_TARGET_PAUSE`. A lone target that refuses a
+//! connection is most often restarting its accept loop or briefly over its
+//! backlog; one short pause rescues those requests and costs a failing
+//! request only that pause. A GET, HEAD or OPTIONS without a body whose
+//! kept-alive connection the target closed before any byte of a response
+//! (a target stopping between requests) is sent again once, as browsers
+//! do. Other requests that reached a target are never replayed: a PUT must
+//! not be applied twice.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Limits, ListenerSpec};
+use crate::upstream::{InFlight, Service, Target, Upstreams, error_chain};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const SAME_TARGET_PAUSE: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The edge's own paths, answered on every listener and never forwarded.
+pub const EDGE_HEALTH_PATH: &str = "/.edge/healthz";
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// HTTP-01 challenge answers, token → key authorization, filled by the ACME
+/// client while an order is pending.
+#[derive(Default)]
+pub struct Challenges {
+    pub enabled: AtomicBool,
+    tokens: RwLock<std::collections::HashMap<String, String>>,
+}
+
+impl Challenges {
+    pub fn insert(&self, token: String, key_authorization: String) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, key_authorization);
+    }
+
+    pub fn remove(&self, token: &str) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+
+    fn get(&self, token: &str) -> Option<String> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+    }
+}
+
+/// One listener's routes, resolved to services, longest prefix first.
+pub struct ListenerRoutes {
+    pub name: String,
+    pub scheme: &'static str,
+    pub redirect_https: bool,
+    /// Where the redirect points: the port of the first https listener.
+    pub https_port: Option<u16>,
+    routes: Vec<(String, Arc<Service>)>,
+}
+
+impl ListenerRoutes {
+    pub fn new(spec: &ListenerSpec, upstreams: &Upstreams, https_port: Option<u16>) -> Self {
+        let mut routes: Vec<(String, Arc<Service>)> = spec
+            .routes
+            .iter()
+            .filter_map(|r| {
+                upstreams
+                    .service(&r.service)
+                    .map(|s| (r.prefix.clone(), s.clone()))
+            })
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        ListenerRoutes {
+            name: spec.name.clone(),
+            scheme: spec.address.scheme(),
+            redirect_https: spec.redirect_https,
+            https_port,
+            routes,
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<&Arc<Service>> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, s)| s)
+    }
+}
+
+/// The body of a forwarded request: the client's body, handed to hyper's
+/// client only when it first polls it (so a connect error leaves it here,
+/// and the request can be retried), and cut at the body limit.
+pub struct RequestBody {
+    state: BodyState,
+    limit: u64,
+    seen: u64,
+    hint: SizeHint,
+}
+
+enum BodyState {
+    Empty,
+    Waiting(Arc<BodySlot>),
+    Streaming(Incoming, Arc<BodySlot>),
+}
+
+struct BodySlot {
+    body: Mutex<Option<Incoming>>,
+    over_limit: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the limit of {0} bytes")]
+struct BodyTooLarge(u64);
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                BodyState::Empty => return Poll::Ready(None),
+                BodyState::Waiting(slot) => {
+                    let taken = slot.body.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match taken {
+                        Some(body) => this.state = BodyState::Streaming(body, slot.clone()),
+                        None => return Poll::Ready(None),
+                    }
+                }
+                BodyState::Streaming(body, slot) => {
+                    let frame = match Pin::new(body).poll_frame(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                        Poll::Ready(Some(Ok(frame))) => frame,
+                    };
+                    if let Some(data) = frame.data_ref() {
+                        this.seen += data.len() as u64;
+                        if this.seen > this.limit {
+                            slot.over_limit.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            BodyState::Empty => true,
+            BodyState::Waiting(_) => self.hint.exact() == Some(0),
+            BodyState::Streaming(body, _) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// What the edge answers: its own short bodies or a target's streamed one.
+pub enum EdgeBody {
+    Full(Full<Bytes>),
+    Upstream(Incoming, InFlight),
+}
+
+impl EdgeBody {
+    fn json(value: serde_json::Value) -> EdgeBody {
+        EdgeBody::Full(Full::new(Bytes::from(value.to_string())))
+    }
+}
+
+impl Body for EdgeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            EdgeBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            EdgeBody::Upstream(b, _) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            EdgeBody::Full(b) => b.is_end_stream(),
+            EdgeBody::Upstream(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            EdgeBody::Full(b) => b.size_hint(),
+            EdgeBody::Upstream(b, _) => b.size_hint(),
+        }
+    }
+}
+
+/// Shared by every listener and connection.
+pub struct Proxy {
+    pub upstreams: Arc<Upstreams>,
+    client: Client<HttpConnector, RequestBody>,
+    limits: Limits,
+    pub challenges: Arc<Challenges>,
+    /// Set when this process hands over or shuts down: HTTP/1 responses then
+    /// carry `Connection: close`, so keep-alive clients reconnect (to the
+    /// successor) after their current request instead of racing a close.
+    pub draining: AtomicBool,
+}
+
+/// What a request's log line says.
+struct Outcome {
+    status: StatusCode,
+    upstream: Option<String>,
+    note: Option<String>,
+}
+
+impl Proxy {
+    pub fn new(upstreams: Arc<Upstreams>, limits: Limits, challenges: Arc<Challenges>) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy {
+            upstreams,
+            client,
+            limits,
+            challenges,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Answers one request arriving on `listener` from `peer` (None on a
+    /// unix socket).
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        listener: &ListenerRoutes,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<EdgeBody>, Infallible> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let version = request.version();
+        let (mut response, outcome) = self.answer(request, listener, peer).await;
+        strip_hop_by_hop(response.headers_mut());
+        if self.draining.load(Ordering::Relaxed) && version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let micros = started.elapsed().as_micros() as u64;
+        let upstream = outcome.upstream.as_deref().unwrap_or("-");
+        match outcome.note {
+            None => tracing::info!(
+                target: "request",
+                listener = %listener.name,
+                %method,
+                path,
+                status = outcome.status.as_u16(),
+                upstream,
+                micros,
+            ),
+            Some(note) => tracing::warn!(
+                target: "request",
+                listener = %listener.name,
+                %method,
+                path,
+                status = outcome.status.as_u16(),
+                upstream,
+                micros,
+                note,
+            ),
+        }
+        Ok(response)
+    }
+
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        listener: &ListenerRoutes,
+        peer: Option<SocketAddr>,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let path = request.uri().path();
+        if path == EDGE_HEALTH_PATH {
+            return own(
+                StatusCode::OK,
+                serde_json::json!({"status": "ok", "pid": std::process::id()}),
+                None,
+            );
+        }
+        if listener.scheme == "http"
+            && self.challenges.enabled.load(Ordering::Relaxed)
+            && let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX)
+        {
+            return match self.challenges.get(token) {
+                Some(answer) => (
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .body(EdgeBody::Full(Full::new(Bytes::from(answer))))
+                        .expect("a static status and header always build"),
+                    Outcome {
+                        status: StatusCode::OK,
+                        upstream: Some("acme-challenge".into()),
+                        note: None,
+                    },
+                ),
+                None => own(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no such ACME challenge token"}),
+                    Some("unknown ACME challenge token".into()),
+                ),
+            };
+        }
+        if listener.redirect_https {
+            return redirect(&request, listener.https_port);
+        }
+        let Some(service) = listener.route(path) else {
+            return own(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no route for {path} on this listener")}),
+                Some(format!("no route on listener {}", listener.name)),
+            );
+        };
+        let length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(length) = length.filter(|l| *l > self.limits.max_body) {
+            // Read (and drop) a body of reasonable size before answering:
+            // closing with unread data makes the kernel send a reset, and
+            // the client may never see the 413.
+            let expects_continue = request.headers().contains_key(header::EXPECT);
+            if !expects_continue && length <= 4 * self.limits.max_body {
+                let mut body = request.into_body();
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+                })
+                .await;
+            }
+            return too_large(self.limits.max_body);
+        }
+        self.forward(request, service, listener, peer).await
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        service: &Arc<Service>,
+        listener: &ListenerRoutes,
+        peer: Option<SocketAddr>,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let (parts, incoming) = request.into_parts();
+        let method = parts.method;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut headers = parts.headers;
+        prepare_headers(&mut headers, &parts.uri, listener.scheme, peer);
+        let hint = incoming.size_hint();
+        let slot = if incoming.is_end_stream() {
+            None
+        } else {
+            Some(Arc::new(BodySlot {
+                body: Mutex::new(Some(incoming)),
+                over_limit: AtomicBool::new(false),
+            }))
+        };
+        let body_for_attempt = || -> Option<RequestBody> {
+            let state = match &slot {
+                None => BodyState::Empty,
+                Some(slot) => {
+                    if slot
+                        .body
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_none()
+                    {
+                        return None;
+                    }
+                    BodyState::Waiting(slot.clone())
+                }
+            };
+            Some(RequestBody {
+                state,
+                limit: self.limits.max_body,
+                seen: 0,
+                hint,
+            })
+        };
+
+        let mut target = match service.pick(None) {
+            Some(t) => t,
+            None => return no_target(service),
+        };
+        let mut retried_same = false;
+        let mut retried_closed = false;
+        let mut notes: Vec<String> = Vec::new();
+        loop {
+            let Some(body) = body_for_attempt() else {
+                return bad_gateway(&target, "the request body was already sent".into(), notes);
+            };
+            let uri = Uri::builder()
+                .scheme("http")
+                .authority(target.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .expect("scheme, authority and path were each valid already");
+            let mut upstream_request = Request::new(body);
+            *upstream_request.method_mut() = method.clone();
+            *upstream_request.uri_mut() = uri;
+            *upstream_request.version_mut() = Version::HTTP_11;
+            *upstream_request.headers_mut() = headers.clone();
+
+            let guard = target.start_request();
+            let result = tokio::time::timeout(
+                self.limits.upstream_timeout,
+                self.client.request(upstream_request),
+            )
+            .await;
+            match result {
+                Ok(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    let status = parts.status;
+                    let note = (!notes.is_empty()).then(|| notes.join("; "));
+                    return (
+                        Response::from_parts(parts, EdgeBody::Upstream(body, guard)),
+                        Outcome {
+                            status,
+                            upstream: Some(target.address.clone()),
+                            note,
+                        },
+                    );
+                }
+                Ok(Err(error)) => {
+                    drop(guard);
+                    if slot
+                        .as_ref()
+                        .is_some_and(|s| s.over_limit.load(Ordering::Relaxed))
+                    {
+                        return too_large(self.limits.max_body);
+                    }
+                    let message = error_chain(&error);
+                    let connect = error.is_connect();
+                    let closed_early = !connect
+                        && slot.is_none()
+                        && !retried_closed
+                        && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+                        && closed_before_response(&error);
+                    if !connect && !closed_early {
+                        return bad_gateway(&target, message, notes);
+                    }
+                    if closed_early {
+                        // A kept-alive connection the target closed as the
+                        // request went out (it stopped, or timed the
+                        // connection out): safe to send again, once.
+                        retried_closed = true;
+                        notes.push(format!(
+                            "{} closed the connection before answering",
+                            target.address
+                        ));
+                        if let Some(other) = service.pick(Some(&target)) {
+                            target = other;
+                        }
+                        continue;
+                    }
+                    target.connect_failed(&message);
+                    notes.push(format!(
+                        "{} refused the connection ({message})",
+                        target.address
+                    ));
+                    match service.pick(Some(&target)) {
+                        Some(other) => target = other,
+                        None if !retried_same => {
+                            retried_same = true;
+                            tokio::time::sleep(SAME_TARGET_PAUSE).await;
+                        }
+                        None => return bad_gateway(&target, message, notes),
+                    }
+                }
+                Err(_elapsed) => {
+                    drop(guard);
+                    let timeout = self.limits.upstream_timeout;
+                    return own(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        serde_json::json!({"error": format!(
+                            "the {} service did not answer within {timeout:?}", service.name)}),
+                        Some(format!(
+                            "{} did not answer within {timeout:?}",
+                            target.address
+                        )),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The connection closed or was reset before a response head arrived
+/// (hyper's "connection closed before message completed", ECONNRESET).
+fn closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    scheme: &'static str,
+    peer: Option<SocketAddr>,
+) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, value);
+    }
+    if let Some(peer) = peer {
+        let ip = peer.ip().to_string();
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Removes the headers that describe one connection, not the message
+/// (RFC 9110 §7.6.1), including those the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|h| HeaderName::from_bytes(h.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn own(
+    status: StatusCode,
+    body: serde_json::Value,
+    note: Option<String>,
+) -> (Response<EdgeBody>, Outcome) {
+    let response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(EdgeBody::json(body))
+        .expect("a status and a static header always build");
+    (
+        response,
+        Outcome {
+            status,
+            upstream: None,
+            note,
+        },
+    )
+}
+
+fn too_large(limit: u64) -> (Response<EdgeBody>, Outcome) {
+    own(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        serde_json::json!({"error": format!(
+            "request body too large: the limit is {limit} bytes (EDGE_MAX_BODY)")}),
+        Some(format!("request body over the {limit}-byte limit")),
+    )
+}
+
+fn no_target(service: &Service) -> (Response<EdgeBody>, Outcome) {
+    own(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({"error": format!(
+            "the {} service has no healthy target right now", service.name)}),
+        Some(format!("no healthy target for {}", service.name)),
+    )
+}
+
+fn bad_gateway(
+    target: &Target,
+    message: String,
+    mut notes: Vec<String>,
+) -> (Response<EdgeBody>, Outcome) {
+    notes.push(message);
+    let (response, mut outcome) = own(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({"error": "the service behind the edge failed to answer"}),
+        Some(notes.join("; ")),
+    );
+    outcome.upstream = Some(target.address.clone());
+    (response, outcome)
+}
+
+fn redirect(request: &Request<Incoming>, https_port: Option<u16>) -> (Response<EdgeBody>, Outcome) {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("localhost");
+    // Drop a port from Host ("example.org:80"), keeping IPv6 brackets intact.
+    let bare = match host.rsplit_once(':') {
+        Some((h, port))
+            if !h.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !host.ends_with(']') =>
+        {
+            h
+        }
+        _ => host,
+    };
+    let port = match https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let pq = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{bare}{port}{pq}");
+    let status = if request.method() == Method::GET || request.method() == Method::HEAD {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            let response = Response::builder()
+                .status(status)
+                .header(header::LOCATION, value)
+                .body(EdgeBody::Full(Full::new(Bytes::new())))
+                .expect("a status and a checked header always build");
+            (
+                response,
+                Outcome {
+                    status,
+                    upstream: Some("redirect-https".into()),
+                    note: None,
+                },
+            )
+        }
+        Err(_) => own(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "the Host header cannot make a redirect URL"}),
+            Some("bad Host for the https redirect".into()),
+        ),
+    }
+}
