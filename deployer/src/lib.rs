@@ -14,5 +14,6 @@ pub mod images;
 pub mod progress;
 pub mod registry;
 pub mod remote;
+pub mod setup;
 pub mod stack;
 pub mod status;

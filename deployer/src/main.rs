@@ -101,6 +101,19 @@ enum Command {
         #[arg(long)]
         reseed_data: bool,
     },
+    /// Prepare the deploy host over SSH: install Docker where it is missing
+    /// (apt on Ubuntu/Debian, dnf on Amazon Linux 2023), start it and enable
+    /// it at boot, add the SSH user to the `docker` group, bound container
+    /// logs (json-file, 10m x 3), create ~/student-ages. What needs root runs
+    /// with `sudo -n`, announced first. Running it again changes nothing.
+    Setup {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Change nothing: show what the host has and exit 1 if a deploy
+        /// could not run there, naming what is missing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Put back the version deployed before the current one (or --to TAG),
     /// if its images are still on the host.
     Rollback {
@@ -223,6 +236,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reseed_data,
             };
             commands::deploy::deploy(&workspace, &options, &progress).await?;
+        }
+        Command::Setup { host, check } => {
+            let options = commands::setup::Options {
+                host: host.flags(),
+                check,
+            };
+            commands::setup::run(&workspace, &options, &progress).await?;
         }
         Command::Rollback { host, to } => {
             commands::deploy::rollback(&workspace, &host.flags(), to.as_deref(), &progress).await?;

@@ -7,6 +7,7 @@ pub mod down;
 pub mod logs;
 pub mod push;
 pub mod release;
+pub mod setup;
 pub mod status;
 pub mod test;
 pub mod up;
