@@ -587,9 +587,23 @@ impl Installer {
     /// The commands, as a person would type them after `sudo`.
     fn commands(self) -> Vec<Vec<&'static str>> {
         match self {
+            // Only what Docker needs: docker.io's recommends would bring
+            // systemd-sysv (replacing a host's init system), git, perl and
+            // 80 more packages. AppArmor's parser is needed where the kernel
+            // enforces AppArmor (Ubuntu, Debian), certificates for pulling
+            // over TLS, xz for xz-compressed image archives.
             Installer::Apt => vec![
                 vec!["apt-get", "update"],
-                vec!["apt-get", "install", "-y", "docker.io"],
+                vec![
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "docker.io",
+                    "apparmor",
+                    "ca-certificates",
+                    "xz-utils",
+                ],
             ],
             Installer::Dnf => vec![vec!["dnf", "install", "-y", "docker"]],
         }
@@ -1037,10 +1051,10 @@ async fn install(remote: &Remote, facts: &HostFacts, installer: Installer) -> an
                 "-o",
                 "DPkg::Lock::Timeout=300",
             ];
-            let update = [&apt[..], &["update"]].concat();
-            as_root(remote, facts, &update).await?;
-            let install = [&apt[..], &["install", "-y", "docker.io"]].concat();
-            as_root(remote, facts, &install).await?;
+            for command in installer.commands() {
+                let all = [&apt[..], &command[1..]].concat();
+                as_root(remote, facts, &all).await?;
+            }
         }
         Installer::Dnf => {
             as_root(remote, facts, &["dnf", "install", "-y", "-q", "docker"]).await?;

@@ -89,12 +89,13 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
     let first_run = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     let said = stdout(&out);
+    eprintln!("{said}");
     for expected in [
         &format!("setup will run with sudo on {}: write /etc/docker/daemon.json", host.target()),
-        "apt-get install -y docker.io",
+        "apt-get install -y --no-install-recommends docker.io apparmor ca-certificates xz-utils",
         "usermod -aG docker deploy",
         "set Docker's log rotation in /etc/docker/daemon.json (json-file, max-size 10m, max-file 3), keeping its other settings",
-        "installed Docker (apt-get install -y docker.io)",
+        "installed Docker (apt-get install -y --no-install-recommends docker.io apparmor",
         "started dockerd directly",
         "added deploy to the `docker` group",
         "created ~/student-ages",
@@ -105,7 +106,11 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
 
     // A fresh login uses Docker without sudo; the daemon runs with the
     // merged settings.
-    let info = ssh_ok(&host, "docker info -f '{{.LoggingDriver}} {{json .Labels}}'");
+    let info = ssh_ok(
+        &host,
+        "docker info -f '{{.LoggingDriver}} {{json .Labels}} {{.Driver}}'",
+    );
+    eprintln!("docker info on the bare host: {info}");
     assert!(info.starts_with("json-file "), "{info}");
     assert!(info.contains("lab=bare-host"), "{info}");
     let config: serde_json::Value =
@@ -190,7 +195,7 @@ fn without_passwordless_sudo_setup_changes_nothing_and_names_the_commands_to_run
         "a password is required",
         "NOPASSWD",
         "  sudo apt-get update\n",
-        "  sudo apt-get install -y docker.io\n",
+        "  sudo apt-get install -y --no-install-recommends docker.io apparmor ca-certificates xz-utils\n",
         "  sudo mkdir -p /etc/docker\n",
         "  echo '{\"log-driver\":\"json-file\",\"log-opts\":{\"max-size\":\"10m\",\"max-file\":\"3\"}}' | sudo tee /etc/docker/daemon.json\n",
         "  sudo sh -c 'setsid dockerd >>/var/log/dockerd.log 2>&1 </dev/null &'\n",
