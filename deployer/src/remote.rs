@@ -348,8 +348,7 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
                  or trust it once with --accept-new-host-key. Nothing was changed."
             )
         }
-    } else if lower.contains("unprotected private key file") || lower.contains("bad permissions")
-    {
+    } else if lower.contains("unprotected private key file") || lower.contains("bad permissions") {
         // ssh ignores such a key and then reports "Permission denied": say
         // why it was ignored, not that the key is not authorized.
         let key = options
@@ -360,7 +359,8 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
             .lines()
             .find(|l| l.contains("are too open") || l.contains("bad permissions"))
             .unwrap_or("bad permissions")
-            .trim();
+            .trim()
+            .trim_end_matches('.');
         anyhow!(
             "ssh refused to use the SSH key {key}: other users can read it (ssh says: {said}). \
              Run `chmod 600 {key}` and try again. Nothing was changed."
@@ -435,7 +435,11 @@ pub fn who() -> String {
 impl Remote {
     /// Runs a program on the host (no shell) and returns its output, whether
     /// it succeeded or not.
-    pub async fn output(&self, program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    pub async fn output(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
         self.session
             .command(program)
             .args(args)

@@ -315,7 +315,9 @@ impl fmt::Display for HostFacts {
             (_, false) => "not installed".to_owned(),
             (Daemon::Answers(version), _) => format!("{version}, answers {}", self.user),
             (Daemon::Forbidden, _) => format!("running, but {} may not use it", self.user),
-            (Daemon::Stopped, _) => format!("installed, daemon not running ({})", self.docker_socket),
+            (Daemon::Stopped, _) => {
+                format!("installed, daemon not running ({})", self.docker_socket)
+            }
             (Daemon::Failing(said), _) => format!("installed, daemon failing: {said}"),
         };
         let group = match (self.in_docker_group, self.session_in_docker_group) {
@@ -325,7 +327,10 @@ impl fmt::Display for HostFacts {
             (false, _) => format!("{} is not a member", self.user),
         };
         let boot = if !self.systemd {
-            format!("no systemd (PID 1 is {}): Docker does not start at boot", self.pid1)
+            format!(
+                "no systemd (PID 1 is {}): Docker does not start at boot",
+                self.pid1
+            )
         } else if self.docker_enabled_at_boot {
             "systemd, Docker enabled at boot".to_owned()
         } else {
@@ -337,13 +342,20 @@ impl fmt::Display for HostFacts {
             LogRotation::Unknown => "unknown (/etc/docker/daemon.json unreadable or broken)".into(),
         };
         let dir = if self.host_dir { "present" } else { "missing" };
-        writeln!(f, "  host            {}", self.target)?;
-        writeln!(f, "  system          {}", self.system())?;
-        writeln!(f, "  docker          {docker}")?;
-        writeln!(f, "  docker group    {group}")?;
-        writeln!(f, "  at boot         {boot}")?;
-        writeln!(f, "  log rotation    {logs}")?;
-        write!(f, "  ~/{HOST_DIR}   {dir}")
+        let rows = [
+            ("host", self.target.clone()),
+            ("system", self.system()),
+            ("docker", docker),
+            ("docker group", group),
+            ("at boot", boot),
+            ("log rotation", logs),
+            (&format!("~/{HOST_DIR}"), dir.to_owned()),
+        ];
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(label, value)| format!("  {label:<16}{value}"))
+            .collect();
+        write!(f, "{}", lines.join("\n"))
     }
 }
 
@@ -375,7 +387,10 @@ impl fmt::Display for Missing {
             ),
             Missing::Docker => write!(f, "Docker is not installed"),
             Missing::DaemonStopped { socket } => {
-                write!(f, "the Docker daemon is not running (nothing answers on {socket})")
+                write!(
+                    f,
+                    "the Docker daemon is not running (nothing answers on {socket})"
+                )
             }
             Missing::DaemonFailing(said) => write!(f, "the Docker daemon does not answer: {said}"),
             Missing::DockerGroup { user } => write!(
@@ -460,6 +475,15 @@ pub fn check_ready(facts: &HostFacts) -> Result<(), NotReady> {
     }
 }
 
+/// Probes the host and fails with what is missing when a deploy cannot run
+/// there: what `deploy` calls right after connecting, before it forwards the
+/// Docker socket, takes the lock or touches anything.
+pub async fn ensure_ready(remote: &Remote, docker_socket: &str) -> anyhow::Result<HostFacts> {
+    let facts = probe(remote, docker_socket).await?;
+    check_ready(&facts)?;
+    Ok(facts)
+}
+
 /// Docker's own log rotation for json-file logs, as Kamal sets it.
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILE: &str = "3";
@@ -497,7 +521,11 @@ pub fn log_plan(current: Option<&str>) -> Result<LogPlan, String> {
     };
     match driver.as_str() {
         "json-file" => {}
-        "local" => return Ok(LogPlan::Keep("the `local` log driver, which rotates".into())),
+        "local" => {
+            return Ok(LogPlan::Keep(
+                "the `local` log driver, which rotates".into(),
+            ));
+        }
         other => {
             return Ok(LogPlan::Keep(format!(
                 "the `{other}` log driver (not json files on the host's disk)"
@@ -540,11 +568,7 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.changes.is_empty() {
-            writeln!(
-                f,
-                "{} was already set up; nothing changed.",
-                self.target
-            )?;
+            writeln!(f, "{} was already set up; nothing changed.", self.target)?;
         } else {
             writeln!(f, "setup changed {}:", self.target)?;
             for change in &self.changes {
@@ -577,7 +601,11 @@ impl Installer {
                 "setup installs Docker on Ubuntu, Debian and Amazon Linux 2023; {target} runs {} \
                  ({} {}). Install Docker there by hand (https://docs.docker.com/engine/install/), \
                  then run `deployer setup --host {target}` again for the rest. Nothing was changed.",
-                if os.pretty_name.is_empty() { "an unknown system" } else { &os.pretty_name },
+                if os.pretty_name.is_empty() {
+                    "an unknown system"
+                } else {
+                    &os.pretty_name
+                },
                 os.id,
                 os.version_id
             )
@@ -854,7 +882,11 @@ pub async fn setup(
 
     if !steps.is_empty() {
         let commands: Vec<String> = steps.iter().flat_map(|s| s.commands(&facts)).collect();
-        let how = if facts.uid == 0 { "as root" } else { "with sudo" };
+        let how = if facts.uid == 0 {
+            "as root"
+        } else {
+            "with sudo"
+        };
         progress.println(&format!(
             "setup will run {how} on {target}: {}",
             commands.join(", ")
@@ -892,8 +924,8 @@ pub async fn setup(
         match step {
             Step::LogRotation(text) => {
                 let (text, previous) = if log_unknown {
-                    let previous = as_root(remote, &facts, &["cat", "/etc/docker/daemon.json"])
-                        .await?;
+                    let previous =
+                        as_root(remote, &facts, &["cat", "/etc/docker/daemon.json"]).await?;
                     match log_plan(Some(&previous)).map_err(|why| {
                         anyhow!(
                             "/etc/docker/daemon.json on {target} cannot be read as Docker's \
@@ -1014,8 +1046,7 @@ pub async fn setup(
             facts.pid1
         ));
     }
-    if steps.contains(&Step::JoinGroup) || !facts.session_in_docker_group && facts.in_docker_group
-    {
+    if steps.contains(&Step::JoinGroup) || !facts.session_in_docker_group && facts.in_docker_group {
         // A group applies from the next login.
         let fresh = Remote::connect(&remote.target, options).await?;
         std::mem::replace(remote, fresh).close().await;
@@ -1026,9 +1057,7 @@ pub async fn setup(
         changes.push(format!("created ~/{HOST_DIR}"));
     }
     let now = probe(remote, &options.docker_socket).await?;
-    check_ready(&now).map_err(|not_ready| {
-        anyhow!("setup finished, but {not_ready}")
-    })?;
+    check_ready(&now).map_err(|not_ready| anyhow!("setup finished, but {not_ready}"))?;
     Ok(Report {
         target,
         changes,
@@ -1127,7 +1156,10 @@ mod tests {
         );
         // A socket the user may use through another group (the test "EC2"
         // host's) is enough: the `docker` group is not required as such.
-        let usable = BARE.replace("pid1=sshd\n", "pid1=sshd\ndocker=yes\ndaemon=answers 20.10.24\n");
+        let usable = BARE.replace(
+            "pid1=sshd\n",
+            "pid1=sshd\ndocker=yes\ndaemon=answers 20.10.24\n",
+        );
         let facts = facts(&usable);
         assert_eq!(facts.daemon, Daemon::Answers("20.10.24".into()));
         assert_eq!(check_ready(&facts), Ok(()));
@@ -1135,9 +1167,10 @@ mod tests {
 
     #[test]
     fn an_unsupported_architecture_is_refused_without_suggesting_setup() {
-        let out = BARE
-            .replace("arch=x86_64", "arch=armv7l")
-            .replace("pid1=sshd\n", "pid1=sshd\ndocker=yes\ndaemon=answers 20.10.24\n");
+        let out = BARE.replace("arch=x86_64", "arch=armv7l").replace(
+            "pid1=sshd\n",
+            "pid1=sshd\ndocker=yes\ndaemon=answers 20.10.24\n",
+        );
         let err = check_ready(&facts(&out)).unwrap_err();
         assert_eq!(err.missing, vec![Missing::Architecture("armv7l".into())]);
         assert!(!err.to_string().contains("deployer setup"), "{err}");
@@ -1146,7 +1179,8 @@ mod tests {
 
     #[test]
     fn log_rotation_is_merged_keeping_other_settings_and_their_order() {
-        let current = r#"{"debug": true, "log-opts": {"labels": "app"}, "data-root": "/data/docker"}"#;
+        let current =
+            r#"{"debug": true, "log-opts": {"labels": "app"}, "data-root": "/data/docker"}"#;
         let LogPlan::Write(text) = log_plan(Some(current)).unwrap() else {
             panic!("expected a write")
         };

@@ -78,10 +78,7 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
     );
     assert!(stdout(&out).contains("not installed"), "{}", text(&out));
     let recorded_text = std::fs::read_to_string(&recorded).unwrap();
-    assert!(
-        recorded_text.contains(&host.host_key()),
-        "{recorded_text}"
-    );
+    assert!(recorded_text.contains(&host.host_key()), "{recorded_text}");
 
     // From here the recorded key is checked strictly.
     let started = Instant::now();
@@ -91,7 +88,10 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
     let said = stdout(&out);
     eprintln!("{said}");
     for expected in [
-        &format!("setup will run with sudo on {}: write /etc/docker/daemon.json", host.target()),
+        &format!(
+            "setup will run with sudo on {}: write /etc/docker/daemon.json",
+            host.target()
+        ),
         "apt-get install -y --no-install-recommends docker.io apparmor ca-certificates xz-utils",
         "usermod -aG docker deploy",
         "set Docker's log rotation in /etc/docker/daemon.json (json-file, max-size 10m, max-file 3), keeping its other settings",
@@ -127,12 +127,19 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
     let second_run = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     let said = stdout(&out);
-    assert!(said.contains("was already set up; nothing changed"), "{said}");
+    assert!(
+        said.contains("was already set up; nothing changed"),
+        "{said}"
+    );
     assert!(!said.contains("sudo"), "{said}");
 
     let out = setup_with(&host, &host.private_key, &recorded, &["--check"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(stdout(&out).contains("is ready for a deploy"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("is ready for a deploy"),
+        "{}",
+        text(&out)
+    );
 
     eprintln!(
         "bare host: extract {:.1?}, boot {:.1?}; setup first run {:.1?}, second run {:.1?}",
@@ -142,7 +149,7 @@ fn setup_installs_docker_on_a_bare_host_and_a_second_run_changes_nothing() {
 }
 
 #[test]
-fn setup_starts_a_stopped_daemon() {
+fn setup_starts_a_stopped_daemon_and_restarts_a_running_one_only_to_bound_its_logs() {
     let host = BareHost::start();
     let out = setup(&host, &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -165,7 +172,10 @@ fn setup_starts_a_stopped_daemon() {
     assert!(out.status.success(), "{}", text(&out));
     let said = stdout(&out);
     assert!(
-        said.contains(&format!("setup will run with sudo on {}: dockerd", host.target())),
+        said.contains(&format!(
+            "setup will run with sudo on {}: dockerd",
+            host.target()
+        )),
         "{said}"
     );
     assert!(said.contains("started dockerd directly"), "{said}");
@@ -173,6 +183,33 @@ fn setup_starts_a_stopped_daemon() {
     assert!(!said.contains("log rotation in"), "{said}");
     ssh_ok(&host, "docker version -f '{{.Server.Version}}'");
     eprintln!("bare host: setup of a stopped daemon {restart:.1?}");
+
+    // An administrator replaces the settings while the daemon runs: setup
+    // merges the rotation back in and restarts the daemon so it applies.
+    host.write_file(
+        "/etc/docker/daemon.json",
+        "{\"labels\": [\"after=restart\"]}\n",
+    );
+    let out = setup(&host, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "setup will run with sudo on {}: write /etc/docker/daemon.json (json-file logs, \
+             max-size 10m, max-file 3), restart dockerd\n",
+            host.target()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("keeping its other settings"), "{said}");
+    assert!(
+        said.contains("restarted Docker so the log rotation applies"),
+        "{said}"
+    );
+    let labels = ssh_ok(&host, "docker info -f '{{json .Labels}}'");
+    assert!(labels.contains("after=restart"), "{labels}");
+    let out = setup(&host, &[]);
+    assert!(stdout(&out).contains("nothing changed"), "{}", text(&out));
     assert_clean(host);
 }
 
@@ -190,6 +227,7 @@ fn without_passwordless_sudo_setup_changes_nothing_and_names_the_commands_to_run
     let out = setup(&host, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
+    eprintln!("{err}");
     for expected in [
         "did not run without a password",
         "a password is required",
@@ -208,7 +246,11 @@ fn without_passwordless_sudo_setup_changes_nothing_and_names_the_commands_to_run
         "command -v docker || test -e /etc/docker/daemon.json || test -e /home/deploy/student-ages \
          || getent group docker",
     );
-    assert!(!out.status.success(), "setup changed the host: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "setup changed the host: {}",
+        text(&out)
+    );
     assert_clean(host);
 }
 
@@ -221,6 +263,7 @@ fn a_private_key_others_can_read_is_named_as_ssh_names_it() {
     let out = setup_with(&host, &loose, &host.known_hosts, &["--check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
+    eprintln!("{err}");
     assert!(err.contains("other users can read it"), "{err}");
     assert!(err.contains("are too open"), "{err}");
     assert!(
@@ -229,4 +272,16 @@ fn a_private_key_others_can_read_is_named_as_ssh_names_it() {
     );
     assert!(!err.contains("not authorized"), "{err}");
     assert_clean(host);
+}
+
+#[test]
+fn the_deploy_tests_host_is_ready_through_its_own_socket_without_the_docker_group() {
+    // The "EC2" host of the deploy tests: its user reaches a daemon of its
+    // own through EC2_DOCKER_SOCKET and is in no `docker` group.
+    let env = support::ec2::Ec2::start();
+    let out = env.deployer(&["setup", "--check"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(said.contains("is ready for a deploy"), "{said}");
+    assert!(said.contains("is not a member"), "{said}");
 }

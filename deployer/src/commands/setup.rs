@@ -14,7 +14,11 @@ pub struct Options {
     pub check: bool,
 }
 
-pub async fn run(workspace: &Workspace, options: &Options, progress: &Progress) -> anyhow::Result<()> {
+pub async fn run(
+    workspace: &Workspace,
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let (target, connect) = target(workspace, &options.host)?;
     let mut remote = Remote::connect(&target, &connect).await?;
     let result = async {

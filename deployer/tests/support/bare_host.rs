@@ -1,15 +1,22 @@
 //! A bare Debian host without Docker, reachable over SSH, for testing
-//! `deployer setup` (the recipe of BARE-HOST.md): a minimal bookworm root
-//! filesystem (debootstrap, built once and cached as a tarball) in its own
-//! network, mount, UTS and PID namespaces, with `sshd` as its PID 1, a user
-//! `deploy` with a key of the test's, and apt reaching the Debian mirror only
-//! through a relay in the test process. `apt-get install docker.io` and
-//! `dockerd` really run in it.
+//! `deployer setup` (the recipe of /work/shared/BARE-HOST.md): a minimal
+//! bookworm root filesystem (debootstrap, built once and cached as a
+//! tarball) in its own network, mount, UTS and PID namespaces, with `sshd` as
+//! its PID 1, a user `deploy` with a key of the test's, and apt reaching the
+//! Debian mirror only through a relay in the test process. `apt-get install
+//! docker.io` and `dockerd` (overlay2) really run in it.
+//!
+//! Beyond the recipe: the root filesystem is extracted into a tmpfs mounted
+//! inside the host's own mount namespace (about 1 s, never visible outside,
+//! freed with the host's last process, so teardown takes under a second and
+//! a killed test leaks no gigabyte); the host's cgroups sit below the test's
+//! own; the launcher dies with the test's thread and takes the host along.
 //!
 //! Every name is per run (`dbh<pid>x<n>`: network namespace, host-side veth,
-//! cgroups; a /24 checked to be unused), so other sessions can run the same
-//! lab at once. Teardown signals only the recorded PID 1 and removes only its
-//! own paths; `shutdown` says what, if anything, was left behind.
+//! cgroups, hostname; a 10.78.X.0/24 checked to be unused), so other
+//! sessions can run the same lab at once. Teardown signals only the recorded
+//! PID 1 and removes only its own paths; `shutdown` says what, if anything,
+//! was left behind.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -141,10 +148,7 @@ fn rootfs_tarball() -> PathBuf {
             &mirror,
         ],
     );
-    run(
-        "chroot",
-        &[build.to_str().unwrap(), "apt-get", "clean"],
-    );
+    run("chroot", &[build.to_str().unwrap(), "apt-get", "clean"]);
     let _ = std::fs::remove_dir_all(build.join("var/lib/apt/lists"));
     std::fs::create_dir_all(build.join("var/lib/apt/lists/partial")).unwrap();
     let partial = cache.join(format!("{TARBALL}.tmp-{}", std::process::id()));
@@ -206,11 +210,19 @@ fn make_network(prefix: &str) -> Names {
     run("ip", &["netns", "add", ns]);
     run(
         "ip",
-        &["link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        &[
+            "link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
     );
     run(
         "ip",
-        &["addr", "add", &format!("{}/24", names.host_addr()), "dev", ns],
+        &[
+            "addr",
+            "add",
+            &format!("{}/24", names.host_addr()),
+            "dev",
+            ns,
+        ],
     );
     run("ip", &["link", "set", ns, "up"]);
     run(
@@ -280,7 +292,11 @@ async fn relay(mut client: tokio::net::TcpStream, allowed: Vec<String>) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_owned();
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
     let host = line
         .split_whitespace()
         .nth(1)
@@ -300,7 +316,9 @@ async fn relay(mut client: tokio::net::TcpStream, allowed: Vec<String>) {
     }
     let Ok(mut upstream) = tokio::net::TcpStream::connect((name.as_str(), port)).await else {
         let _ = client
-            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
             .await;
         return;
     };
@@ -341,8 +359,8 @@ pub struct BareHost {
     /// host's key.
     pub private_key: PathBuf,
     pub known_hosts: PathBuf,
-    /// How long the root filesystem took to extract, and the host to answer
-    /// on port 22 after that.
+    /// How long the root filesystem took to extract, and the whole start
+    /// (network, extraction, sshd answering on port 22).
     pub extract_time: Duration,
     pub boot_time: Duration,
     names: Names,
@@ -381,7 +399,8 @@ impl BareHost {
             N.fetch_add(1, Ordering::Relaxed)
         );
         assert!(prefix.len() <= 15, "{prefix} is too long for a veth name");
-        // On disk, not tmpfs: Docker's layers land in it.
+        // The run's own small files: keys, known_hosts, logs, the files laid
+        // over the root filesystem, and the root's mount point.
         std::fs::create_dir_all("/var/tmp").unwrap();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
@@ -497,7 +516,17 @@ impl BareHost {
         );
         run(
             "ssh-keygen",
-            &["-q", "-t", "ed25519", "-N", "", "-C", prefix, "-f", w.join("id").to_str().unwrap()],
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                prefix,
+                "-f",
+                w.join("id").to_str().unwrap(),
+            ],
         );
     }
 
@@ -638,7 +667,11 @@ impl BareHost {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("the bare host's PID 1");
-        assert!(self.init_is_ours(), "PID {} is not the bare host's sshd", self.init);
+        assert!(
+            self.init_is_ours(),
+            "PID {} is not the bare host's sshd",
+            self.init
+        );
         let key = self.host_key();
         std::fs::write(&self.known_hosts, format!("{} {key}\n", self.addr)).unwrap();
     }
@@ -671,7 +704,8 @@ impl BareHost {
 
     /// The first line of the host's ed25519 public key, for `--host-key`.
     pub fn host_key(&self) -> String {
-        let text = std::fs::read_to_string(self.inside("/etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+        let text =
+            std::fs::read_to_string(self.inside("/etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
         let fields: Vec<&str> = text.split_whitespace().collect();
         format!("{} {}", fields[0], fields[1])
     }
@@ -681,9 +715,21 @@ impl BareHost {
     pub fn exec(&self, script: &str) -> Output {
         Command::new("nsenter")
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("HOME", "/root")
-            .args(["-t", &self.init.to_string(), "-m", "-u", "-n", "-p", "-r", "-w"])
+            .args([
+                "-t",
+                &self.init.to_string(),
+                "-m",
+                "-u",
+                "-n",
+                "-p",
+                "-r",
+                "-w",
+            ])
             .args(["--", "/bin/sh", "-c", script])
             .stdin(Stdio::null())
             .output()
@@ -740,7 +786,10 @@ impl BareHost {
         let out = self.exec(
             "for i in $(seq 1 50); do docker version >/dev/null 2>&1 || exit 0; sleep 0.2; done; exit 1",
         );
-        assert!(out.status.success(), "dockerd still answers after being stopped");
+        assert!(
+            out.status.success(),
+            "dockerd still answers after being stopped"
+        );
     }
 
     /// Tears the host down and returns what was left behind (nothing, when
@@ -750,7 +799,11 @@ impl BareHost {
         let dir = self.dir().to_owned();
         let started = Instant::now();
         self.teardown();
-        eprintln!("bare host {}: teardown {:.1?}", self.names.prefix, started.elapsed());
+        eprintln!(
+            "bare host {}: teardown {:.1?}",
+            self.names.prefix,
+            started.elapsed()
+        );
         leftovers(&self.names.prefix, &dir, &self.cgroups)
     }
 
@@ -812,10 +865,11 @@ impl BareHost {
         }
         // Only once nothing runs in it and nothing is mounted under it.
         let dir = self.dir().to_owned();
-        if processes_in(&dir).is_empty() && mounts_under(&dir).is_empty() {
-            if let Some(dir) = self.dir.take() {
-                let _ = dir.close();
-            }
+        if processes_in(&dir).is_empty()
+            && mounts_under(&dir).is_empty()
+            && let Some(dir) = self.dir.take()
+        {
+            let _ = dir.close();
         }
     }
 }
@@ -879,7 +933,6 @@ fn leftovers(prefix: &str, dir: &Path, cgroups: &[PathBuf]) -> Vec<String> {
     left
 }
 
-
 /// Removes what a run of this lab killed mid-way left behind: its
 /// directory (with a root filesystem of up to 1 GB), namespace, veth and
 /// cgroups, found by the `dbh<pid>x<n>` prefix of a pid that no longer
@@ -904,7 +957,10 @@ fn sweep_crashed_runs() {
         if !processes_in(&dir).is_empty() || !mounts_under(&dir).is_empty() {
             continue;
         }
-        let _ = Command::new("ip").args(["netns", "del", prefix]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", prefix])
+            .stderr(Stdio::null())
+            .status();
         if Path::new("/sys/class/net").join(prefix).exists() {
             let _ = Command::new("ip").args(["link", "del", prefix]).status();
         }
