@@ -106,6 +106,11 @@ enum Command {
     /// it at boot, add the SSH user to the `docker` group, bound container
     /// logs (json-file, 10m x 3), create ~/student-ages. What needs root runs
     /// with `sudo -n`, announced first. Running it again changes nothing.
+    ///
+    /// Works on Ubuntu, Debian and Amazon Linux 2023, amd64 and arm64. The SSH
+    /// key comes from EC2_PRIVATE_KEY (a file) and known hosts from
+    /// EC2_KNOWN_HOSTS (default: yours), as for deploy; a fresh instance's key
+    /// is trusted once with --accept-new-host-key.
     Setup {
         #[command(flatten)]
         host: HostArgs,
