@@ -682,6 +682,11 @@ impl Step {
     fn by_hand(&self, facts: &HostFacts) -> Vec<String> {
         let start = format!("sudo sh -c 'setsid dockerd >>{DOCKERD_LOG} 2>&1 </dev/null &'");
         match self {
+            // Unreadable as the SSH user: only root knows what to merge into.
+            Step::LogRotation(text) if text.is_empty() => vec![format!(
+                "sudo $EDITOR /etc/docker/daemon.json   # add \"log-driver\": \"json-file\", \
+                 \"log-opts\": {{\"max-size\": \"{LOG_MAX_SIZE}\", \"max-file\": \"{LOG_MAX_FILE}\"}}"
+            )],
             Step::LogRotation(text) => {
                 let compact = serde_json::from_str::<Value>(text)
                     .map(|v| v.to_string())
