@@ -366,7 +366,7 @@ pub enum Missing {
     Docker,
     DaemonStopped { socket: String },
     DaemonFailing(String),
-    DockerGroup { user: String },
+    DockerGroup { user: String, socket: String },
     SocketForbidden { user: String, socket: String },
 }
 
@@ -393,9 +393,9 @@ impl fmt::Display for Missing {
                 )
             }
             Missing::DaemonFailing(said) => write!(f, "the Docker daemon does not answer: {said}"),
-            Missing::DockerGroup { user } => write!(
+            Missing::DockerGroup { user, socket } => write!(
                 f,
-                "{user} is not in the `docker` group, so it may not use the Docker socket"
+                "{user} is not in the `docker` group, so it may not use the Docker socket {socket}"
             ),
             Missing::SocketForbidden { user, socket } => write!(
                 f,
@@ -451,12 +451,14 @@ pub fn check_ready(facts: &HostFacts) -> Result<(), NotReady> {
             if not_member {
                 missing.push(Missing::DockerGroup {
                     user: facts.user.clone(),
+                    socket: facts.docker_socket.clone(),
                 });
             }
         }
         Daemon::Forbidden if not_member || !facts.session_in_docker_group => {
             missing.push(Missing::DockerGroup {
                 user: facts.user.clone(),
+                socket: facts.docker_socket.clone(),
             })
         }
         Daemon::Forbidden => missing.push(Missing::SocketForbidden {
@@ -1140,7 +1142,8 @@ mod tests {
                     socket: "/var/run/docker.sock".into()
                 },
                 Missing::DockerGroup {
-                    user: "deploy".into()
+                    user: "deploy".into(),
+                    socket: "/var/run/docker.sock".into()
                 }
             ]
         );
@@ -1156,7 +1159,8 @@ mod tests {
         assert_eq!(
             check_ready(&facts(&forbidden)).unwrap_err().missing,
             vec![Missing::DockerGroup {
-                user: "deploy".into()
+                user: "deploy".into(),
+                socket: "/var/run/docker.sock".into()
             }]
         );
         // A socket the user may use through another group (the test "EC2"

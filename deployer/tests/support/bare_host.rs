@@ -939,6 +939,24 @@ fn leftovers(prefix: &str, dir: &Path, cgroups: &[PathBuf]) -> Vec<String> {
 /// exists. Its processes died with it (pdeathsig); a directory something
 /// still runs in or is mounted under is left alone.
 fn sweep_crashed_runs() {
+    // A rootfs build killed mid-way: its directory and partial tarball.
+    if let Ok(entries) = std::fs::read_dir(CACHE) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("build-")
+                .or_else(|| name.rsplit_once(".tmp-").map(|(_, pid)| pid));
+            if let Some(pid) = pid
+                && !pid.is_empty()
+                && pid.chars().all(|c| c.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists()
+                && mounts_under(&entry.path()).is_empty()
+            {
+                let path = entry.path();
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir("/var/tmp") else {
         return;
     };
