@@ -849,6 +849,54 @@ async fn restart_daemon(remote: &Remote, facts: &HostFacts) -> anyhow::Result<()
     Ok(())
 }
 
+/// Says what will run as root, then makes sure it can: `sudo -n` must work
+/// without a password (there is no terminal to type one). If not, nothing
+/// has changed and the error lists the commands to run by hand.
+async fn announce_and_check_sudo(
+    remote: &Remote,
+    facts: &HostFacts,
+    steps: &[Step],
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let target = &facts.target;
+    let commands: Vec<String> = steps.iter().flat_map(|s| s.commands(facts)).collect();
+    let how = if facts.uid == 0 {
+        "as root"
+    } else {
+        "with sudo"
+    };
+    progress.println(&format!(
+        "setup will run {how} on {target}: {}",
+        commands.join(", ")
+    ));
+    if facts.uid == 0 {
+        return Ok(());
+    }
+    let out = remote.output("sudo", &["-n", "true"]).await?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said = if said.contains("not found") {
+        "sudo is not installed".to_owned()
+    } else {
+        said.trim().to_owned()
+    };
+    let by_hand: Vec<String> = steps
+        .iter()
+        .flat_map(|s| s.by_hand(facts))
+        .map(|line| format!("  {line}"))
+        .collect();
+    bail!(
+        "sudo on {target} did not run without a password ({said}): setup runs without a \
+         terminal, so it needs passwordless sudo for {user}. Either allow that (a line \
+         `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/), or run these on the host \
+         yourself:\n{}\nthen run `deployer setup --host {target}` again. Nothing was changed.",
+        by_hand.join("\n"),
+        user = facts.user,
+    )
+}
+
 /// Prepares the host for deploys and reports what changed. `remote` is
 /// replaced by a new connection when the SSH user joined the `docker` group
 /// (a group applies from the next login); `options` are what it was opened
@@ -888,42 +936,7 @@ pub async fn setup(
     let mut notes = Vec::new();
 
     if !steps.is_empty() {
-        let commands: Vec<String> = steps.iter().flat_map(|s| s.commands(&facts)).collect();
-        let how = if facts.uid == 0 {
-            "as root"
-        } else {
-            "with sudo"
-        };
-        progress.println(&format!(
-            "setup will run {how} on {target}: {}",
-            commands.join(", ")
-        ));
-        if facts.uid != 0 {
-            let out = remote.output("sudo", &["-n", "true"]).await?;
-            if !out.status.success() {
-                let said = String::from_utf8_lossy(&out.stderr);
-                let said = if said.contains("not found") {
-                    "sudo is not installed".to_owned()
-                } else {
-                    said.trim().to_owned()
-                };
-                bail!(
-                    "sudo on {target} did not run without a password ({}): setup runs without a \
-                     terminal, so it needs passwordless sudo for {user}. Either allow that (a \
-                     line `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/), or run these on \
-                     the host yourself:\n{}\nthen run `deployer setup --host {target}` again. \
-                     Nothing was changed.",
-                    said,
-                    steps
-                        .iter()
-                        .flat_map(|s| s.by_hand(&facts))
-                        .map(|line| format!("  {line}"))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    user = facts.user,
-                );
-            }
-        }
+        announce_and_check_sudo(remote, &facts, &steps, progress).await?;
     }
 
     let mut restart = steps.contains(&Step::Restart);
