@@ -22,6 +22,7 @@ mod host;
 mod images;
 mod registry;
 mod remote;
+mod setup;
 mod signal;
 mod stack;
 mod status;

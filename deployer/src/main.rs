@@ -104,6 +104,24 @@ enum Command {
         #[command(flatten)]
         credentials: CredentialArgs,
     },
+    /// Prepare the deploy host over SSH: install Docker where it is missing
+    /// (apt on Ubuntu/Debian, dnf on Amazon Linux 2023), start it and enable
+    /// it at boot, add the SSH user to the `docker` group, bound container
+    /// logs (json-file, 10m x 3), create ~/student-ages. What needs root runs
+    /// with `sudo -n`, announced first. Running it again changes nothing.
+    ///
+    /// Works on Ubuntu, Debian and Amazon Linux 2023, amd64 and arm64. The SSH
+    /// key comes from EC2_PRIVATE_KEY (a file) and known hosts from
+    /// EC2_KNOWN_HOSTS (default: yours), as for deploy; a fresh instance's key
+    /// is trusted once with --accept-new-host-key.
+    Setup {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Change nothing: show what the host has and exit 1 if a deploy
+        /// could not run there, naming what is missing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Put back the version deployed before the current one (or --to TAG),
     /// if its images are still on the host.
     Rollback {
@@ -323,6 +341,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 defaults: credentials.defaults(),
             };
             deploy::run(&workspace, &options, &progress).await?;
+        }
+        Command::Setup { host, check } => {
+            let options = commands::setup::Options {
+                host: host.flags(),
+                check,
+            };
+            commands::setup::run(&workspace, &options, &progress).await?;
         }
         Command::Rollback {
             host,

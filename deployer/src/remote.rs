@@ -358,6 +358,23 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
                  or trust it once with --accept-new-host-key. Nothing was changed."
             )
         }
+    } else if lower.contains("unprotected private key file") || lower.contains("bad permissions") {
+        // ssh ignores such a key and then reports "Permission denied": say
+        // why it was ignored, not that the key is not authorized.
+        let key = options
+            .key
+            .as_deref()
+            .map_or("the key".to_owned(), |k| k.display().to_string());
+        let said = text
+            .lines()
+            .find(|l| l.contains("are too open") || l.contains("bad permissions"))
+            .unwrap_or("bad permissions")
+            .trim()
+            .trim_end_matches('.');
+        anyhow!(
+            "ssh refused to use the SSH key {key}: other users can read it (ssh says: {said}). \
+             Run `chmod 600 {key}` and try again. Nothing was changed."
+        )
     } else if lower.contains("permission denied") {
         anyhow!(
             "{target} refused the SSH login: the key {} is not authorized for that user. Check \
@@ -400,6 +417,58 @@ pub(crate) async fn put_if_changed(
     }
     remote.write_file(path, &data, mode).await?;
     Ok(true)
+}
+
+/// What `deployer setup` needs beyond running a program: its whole output
+/// whatever the exit status, and a program fed on stdin.
+impl Remote {
+    /// Runs a program on the host (no shell) and returns its output, whether
+    /// it succeeded or not.
+    pub(crate) async fn output(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
+        self.session
+            .command(program)
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("running {program} on {}", self.target))
+    }
+
+    /// Like [`Remote::run`], with `input` on the program's stdin.
+    pub(crate) async fn run_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> anyhow::Result<String> {
+        let mut child = self
+            .session
+            .command(program)
+            .args(args)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .spawn()
+            .await
+            .with_context(|| format!("running {program} on {}", self.target))?;
+        let mut stdin = child.stdin().take().expect("stdin is piped");
+        stdin.write_all(input).await?;
+        stdin.shutdown().await?;
+        drop(stdin);
+        let out = child.wait_with_output().await?;
+        if !out.status.success() {
+            bail!(
+                "{program} {} on {} failed: {}",
+                args.join(" "),
+                self.target,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod push;
 pub mod release;
 pub mod rollback;
+pub mod setup;
 pub mod status;
 pub mod test;
 pub mod up;

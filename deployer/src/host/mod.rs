@@ -93,6 +93,12 @@ pub(crate) async fn connect(
 ) -> anyhow::Result<(Remote, Docker)> {
     let (target, options) = target(workspace, flags)?;
     let mut remote = Remote::connect(&target, &options).await?;
+    // Before anything is touched: a host without Docker, with its daemon
+    // stopped, or whose user may not use it, is named as such (run `setup`).
+    if let Err(e) = crate::setup::ensure_ready(&remote, &options.docker_socket).await {
+        remote.close().await;
+        return Err(e);
+    }
     match remote.docker(&options.docker_socket).await {
         Ok(docker) => Ok((remote, docker)),
         Err(e) => {

@@ -74,3 +74,8 @@ fn errors_for_broken_files() {
     ];
     insta::assert_snapshot!(cases.join("\n"));
 }
+
+#[test]
+fn setup_help() {
+    insta::assert_snapshot!(stdout(&["setup", "--help"]));
+}

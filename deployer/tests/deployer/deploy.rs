@@ -359,7 +359,7 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cannot use the Docker socket /var/run/docker.sock"),
+        stderr.contains("may not use the Docker socket /var/run/docker.sock"),
         "{stderr}"
     );
     assert!(stderr.contains("`docker` group"), "{stderr}");

@@ -7,5 +7,6 @@ mod cli;
 mod deploy;
 mod errors;
 mod jenkinsfile;
+mod setup;
 mod stack;
 mod support;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bare_host;
 pub mod ec2;
 
 use std::net::TcpListener;
