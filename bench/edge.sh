@@ -4,14 +4,17 @@
 # Debian's HAProxy (`http-reuse always`) in front of the same API, in one
 # run; prints requests/s, p99 and the edge's figures relative to HAProxy's.
 #
-#   bench/edge.sh [DURATION]     (default 10s; needs wrk and haproxy:
-#                                 apt-get install wrk haproxy)
+#   bench/edge.sh [DURATION] [ROUNDS]   (default 5s x 3 rounds; needs wrk
+#                                        and haproxy: apt-get install wrk haproxy)
 #
 # The load generator shares the machine's cores with the servers: compare
-# the ratios within one run, not absolute figures across runs.
+# the ratios within one run, not absolute figures across runs. Each round
+# loads the three in turn; the medians over the rounds are compared, so a
+# burst of load from elsewhere on the machine skews one sample, not the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=${1:-10s}
+duration=${1:-5s}
+rounds=${2:-3}
 for tool in wrk haproxy curl python3; do
     command -v "$tool" >/dev/null || { echo "bench/edge.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
@@ -45,7 +48,7 @@ EDGE_RUN_DIR="$work/run" target/release/edge ctl deploy api --target "127.0.0.1:
 
 cat >"$work/haproxy.cfg" <<CFG
 global
-    maxconn 10000
+    maxconn 4096
     nbthread 2
 defaults
     mode http
@@ -66,26 +69,36 @@ wait_http "http://127.0.0.1:$haproxy_port/healthz"
 auth="Authorization: Basic $(printf root:root | base64)"
 path=/supmit/api/v1.0/get_student_ages
 declare -A rps p99
-run() { # name, port
-    local out
+run() { # name, port: one wrk run, its req/s and p99 (ms) appended to the name's lists
+    local out r p
     out=$(wrk -t2 -c64 -d"$duration" --latency -H "$auth" "http://127.0.0.1:$2$path")
-    rps[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
-    local errors non2xx
-    errors=$(awk '/Socket errors/ {print}' <<<"$out")
+    r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p=$(ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    rps[$1]+="$r "
+    p99[$1]+="$p "
+    local non2xx errors
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    printf '%-22s %12s req/s   p99 %8s   non-2xx %s %s\n' "$1" "${rps[$1]}" "${p99[$1]}" "${non2xx:-0}" "$errors"
+    errors=$(awk '/Socket errors/ {print}' <<<"$out")
+    printf '  %-20s %10s req/s   p99 %8.2f ms   non-2xx %s %s\n' "$1" "$r" "$p" "${non2xx:-0}" "$errors"
 }
 ms() { # wrk latency (850.00us, 1.20ms, 1.01s) in ms
     awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n*=1; else if (v ~ /s$/) n*=1000; print n }'
 }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-echo "edge benchmark: GET $path, 64 connections, 2 wrk threads, $duration each"
-echo "(API log RUST_LOG=${RUST_LOG:-info}, edge log ${EDGE_LOG:-info}, HAProxy without a log)"
-run "API directly" "$api_port"
-run "through the edge" "$edge_port"
-run "through HAProxy" "$haproxy_port"
-awk -v e="${rps[through the edge]}" -v h="${rps[through HAProxy]}" \
-    -v ep="$(ms "${p99[through the edge]}")" -v hp="$(ms "${p99[through HAProxy]}")" 'BEGIN {
+echo "edge benchmark: GET $path, 64 connections, 2 wrk threads, $rounds rounds of $duration each"
+echo "(API log RUST_LOG=${RUST_LOG:-info}, edge log ${EDGE_LOG:-info}, HAProxy without a log; load average $(cut -d' ' -f1 /proc/loadavg))"
+names=("API directly" "through the edge" "through HAProxy")
+ports=("$api_port" "$edge_port" "$haproxy_port")
+for ((round = 1; round <= rounds; round++)); do
+    echo "round $round"
+    for i in 0 1 2; do run "${names[$i]}" "${ports[$i]}"; done
+done
+echo "medians:"
+for name in "${names[@]}"; do
+    printf '  %-20s %10.0f req/s   p99 %8.2f ms\n' "$name" "$(median "${rps[$name]}")" "$(median "${p99[$name]}")"
+done
+awk -v e="$(median "${rps[through the edge]}")" -v h="$(median "${rps[through HAProxy]}")" \
+    -v ep="$(median "${p99[through the edge]}")" -v hp="$(median "${p99[through HAProxy]}")" 'BEGIN {
     printf "edge / HAProxy: %.0f %% of the requests/s (target >= 90 %%), p99 %.2fx (target <= 1.5x)\n", 100*e/h, ep/hp }'
 echo "edge RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/"${pids[1]}"/status)"

@@ -299,7 +299,7 @@ async fn serve<S>(
     let mut grace = Box::pin(tokio::time::sleep(if drain_seen {
         Duration::ZERO
     } else {
-        Duration::MAX / 4
+        Duration::from_secs(365 * 86400)
     }));
     let mut shutdown_sent = false;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
