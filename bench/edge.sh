@@ -69,9 +69,16 @@ wait_http "http://127.0.0.1:$haproxy_port/healthz"
 auth="Authorization: Basic $(printf root:root | base64)"
 path=/supmit/api/v1.0/get_student_ages
 declare -A rps p99
-run() { # name, port: one wrk run, its req/s and p99 (ms) appended to the name's lists
-    local out r p
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A cpu requests
+run() { # name, port, pid of the proxy (or ""): one wrk run, its req/s and p99 (ms) appended to the name's lists
+    local out r p before=0
+    [[ -n $3 ]] && before=$(cpu_ticks "$3")
     out=$(wrk -t2 -c64 -d"$duration" --latency -H "$auth" "http://127.0.0.1:$2$path")
+    if [[ -n $3 ]]; then
+        cpu[$1]=$(( ${cpu[$1]:-0} + $(cpu_ticks "$3") - before ))
+        requests[$1]=$(( ${requests[$1]:-0} + $(awk '/requests in/ {print $1}' <<<"$out") ))
+    fi
     r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p=$(ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     rps[$1]+="$r "
@@ -90,9 +97,10 @@ echo "edge benchmark: GET $path, 64 connections, 2 wrk threads, $rounds rounds o
 echo "(API log RUST_LOG=${RUST_LOG:-info}, edge log ${EDGE_LOG:-info}, HAProxy without a log; load average $(cut -d' ' -f1 /proc/loadavg))"
 names=("API directly" "through the edge" "through HAProxy")
 ports=("$api_port" "$edge_port" "$haproxy_port")
+proxies=("" "${pids[1]}" "${pids[2]}")
 for ((round = 1; round <= rounds; round++)); do
     echo "round $round"
-    for i in 0 1 2; do run "${names[$i]}" "${ports[$i]}"; done
+    for i in 0 1 2; do run "${names[$i]}" "${ports[$i]}" "${proxies[$i]}"; done
 done
 echo "medians:"
 for name in "${names[@]}"; do
@@ -101,4 +109,9 @@ done
 awk -v e="$(median "${rps[through the edge]}")" -v h="$(median "${rps[through HAProxy]}")" \
     -v ep="$(median "${p99[through the edge]}")" -v hp="$(median "${p99[through HAProxy]}")" 'BEGIN {
     printf "edge / HAProxy: %.0f %% of the requests/s (target >= 90 %%), p99 %.2fx (target <= 1.5x)\n", 100*e/h, ep/hp }'
+ticks=$(getconf CLK_TCK)
+for name in "through the edge" "through HAProxy"; do
+    awk -v c="${cpu[$name]}" -v n="${requests[$name]}" -v t="$ticks" -v name="$name" 'BEGIN {
+        printf "CPU of the proxy %s: %.1f us per request\n", name, 1e6 * c / t / n }'
+done
 echo "edge RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/"${pids[1]}"/status)"
