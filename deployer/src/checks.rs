@@ -117,20 +117,21 @@ async fn run_one(
     Ok(())
 }
 
-/// `deployer test` and `release`: runs the images in a throw-away project
+/// `deployer test` and `release`: runs the images of `version` (not
+/// `latest`, which another build on this machine may have moved) in a
+/// throw-away project
 /// (own network, loopback ports the daemon picks, a fresh copy of the seed
 /// data), runs every acceptance check, always tears down. Fails naming how
 /// many checks failed.
-pub(crate) async fn test_images(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
+pub(crate) async fn test_images(
+    workspace: &Workspace,
+    version: &str,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let docker = workspace.local_docker().await?;
-    // The images of this checkout's version (unless TAG names others), not
-    // `latest`: another branch built on the same machine may have moved
-    // `latest` meanwhile.
-    let version = workspace
-        .var("TAG")
-        .unwrap_or_else(|| crate::images::version_tag(&workspace.pipeline.root));
-    let mut stack = workspace.stack_with(&[("TAG".to_owned(), version)])?;
+    let mut stack = workspace.stack_with(&[("TAG".to_owned(), version.to_owned())])?;
     stack.project = format!("{}-test-{}", stack.project, std::process::id());
+    loopback_edge(&mut stack)?;
     for service in &mut stack.services {
         service.restart = Restart::No;
         for port in &mut service.ports {
@@ -158,6 +159,41 @@ pub(crate) async fn test_images(workspace: &Workspace, progress: &Progress) -> a
     Ok(())
 }
 
+/// Moves the edge of a throw-away stack onto free loopback ports, without
+/// HTTPS (it has no certificate): the real stack's ports may be in use, by
+/// the real stack.
+fn loopback_edge(stack: &mut Stack) -> anyhow::Result<()> {
+    use student_ages_edge_listen::ListenAddress;
+    let listeners = stack.edge_listeners()?;
+    let Some(edge) = stack.edge.as_ref().map(|e| e.service.clone()) else {
+        return Ok(());
+    };
+    let mut moved = Vec::new();
+    for mut listener in listeners {
+        match listener.address {
+            ListenAddress::Https(_) => continue,
+            ListenAddress::Http(_) => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+                listener.address = ListenAddress::Http(([127, 0, 0, 1], port).into());
+                listener.redirect_https = false;
+            }
+            ListenAddress::Unix(_) => {}
+        }
+        moved.push(listener.to_string());
+    }
+    if let Some(service) = stack.services.iter_mut().find(|s| s.name == edge) {
+        service
+            .env
+            .retain(|kv| !kv.starts_with("EDGE_TLS_") && !kv.starts_with("EDGE_ACME_"));
+        for kv in &mut service.env {
+            if kv.starts_with("EDGE_LISTEN=") {
+                *kv = format!("EDGE_LISTEN={}", moved.join("; "));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies the throw-away stack and runs the checks; the number failed.
 async fn run_in(
     engine: &Engine,
@@ -169,6 +205,12 @@ async fn run_in(
     engine.apply(stack, &workspace.pipeline.seeds).await?;
     let mut base_urls = HashMap::new();
     for container in project_containers(docker, &stack.project).await? {
+        let service = container.service().to_owned();
+        if let Some(entry) = stack.entry(&service) {
+            base_urls.insert(service, entry.url());
+            continue;
+        }
+        // A port the daemon picked when the container started.
         let inspect = docker.inspect_container(&container.id, None).await?;
         let port = inspect
             .network_settings
@@ -181,10 +223,7 @@ async fn run_in(
                     .find_map(|b| b.host_port.filter(|p| !p.is_empty()))
             });
         if let Some(port) = port {
-            base_urls.insert(
-                container.service().to_owned(),
-                format!("http://127.0.0.1:{port}"),
-            );
+            base_urls.insert(service, format!("http://127.0.0.1:{port}"));
         }
     }
     let outcomes = run(

@@ -71,16 +71,16 @@ pub(crate) fn repository(reference: &str) -> &str {
 pub(crate) async fn build_stack(
     docker: &Docker,
     workspace: &Workspace,
+    version: &str,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Image>> {
     let binaries = cargo_build(workspace, progress).await?;
-    let version = version_tag(&workspace.pipeline.root);
     build_all(
         docker,
         &workspace.pipeline,
         &workspace.stack,
         &binaries,
-        &version,
+        version,
         progress,
     )
     .await

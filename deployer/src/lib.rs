@@ -16,6 +16,7 @@ pub use registry::{Dirty, Latest};
 mod checks;
 mod config;
 mod docker;
+mod edge_ctl;
 mod engine;
 mod errors;
 mod host;

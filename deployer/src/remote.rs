@@ -205,9 +205,14 @@ impl Remote {
             })
     }
 
-    /// Forwards a local loopback TCP port to `127.0.0.1:port` on the host;
-    /// returns the local port.
-    pub(crate) async fn forward_tcp(&mut self, port: u16) -> anyhow::Result<u16> {
+    /// Forwards a local loopback TCP port to `host_ip:port` on the host
+    /// (loopback when `host_ip` is empty or a wildcard); returns the local
+    /// port.
+    pub(crate) async fn forward_tcp(&mut self, host_ip: &str, port: u16) -> anyhow::Result<u16> {
+        let host_ip = match host_ip {
+            "" | "0.0.0.0" | "::" => "127.0.0.1",
+            ip => ip,
+        };
         let local_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -216,7 +221,7 @@ impl Remote {
             port: local_port,
         };
         let connect = Socket::TcpSocket {
-            host: "127.0.0.1".into(),
+            host: host_ip.to_owned().into(),
             port,
         };
         self.session

@@ -197,3 +197,71 @@ impl Stack {
         self.services.iter().find(|s| s.name == name)
     }
 }
+
+/// Where a client on the machine that runs the stack reaches a service: a
+/// host port it publishes, or the edge's plain-HTTP listener that sends
+/// every path to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The address bound: empty or `0.0.0.0` for every address.
+    pub host_ip: String,
+    pub port: u16,
+}
+
+impl Entry {
+    /// `http://HOST:PORT` for a client on the same machine.
+    pub fn url(&self) -> String {
+        let host = match self.host_ip.as_str() {
+            "" | "0.0.0.0" | "::" => "localhost",
+            ip => ip,
+        };
+        format!("http://{host}:{}", self.port)
+    }
+}
+
+impl Stack {
+    /// The edge's listeners, from its `EDGE_LISTEN` (none without an edge).
+    pub fn edge_listeners(
+        &self,
+    ) -> Result<Vec<student_ages_edge_listen::ListenerSpec>, student_ages_edge_listen::ListenError>
+    {
+        let Some(edge) = self.edge.as_ref().and_then(|e| self.service(&e.service)) else {
+            return Ok(Vec::new());
+        };
+        match edge.env.iter().find_map(|kv| kv.strip_prefix("EDGE_LISTEN=")) {
+            Some(text) => student_ages_edge_listen::parse_listeners(text),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where `service` is reached on this machine, if anywhere.
+    pub fn entry(&self, service: &str) -> Option<Entry> {
+        if let Some(port) = self
+            .service(service)?
+            .ports
+            .iter()
+            .find(|p| !p.host_port.is_empty())
+        {
+            return Some(Entry {
+                host_ip: port.host_ip.clone(),
+                port: port.host_port.parse().ok()?,
+            });
+        }
+        use student_ages_edge_listen::ListenAddress;
+        self.edge_listeners()
+            .ok()?
+            .into_iter()
+            .find_map(|listener| match listener.address {
+                ListenAddress::Http(address)
+                    if !listener.redirect_https
+                        && listener.routes.iter().all(|r| r.service == service) =>
+                {
+                    Some(Entry {
+                        host_ip: address.ip().to_string(),
+                        port: address.port(),
+                    })
+                }
+                _ => None,
+            })
+    }
+}

@@ -7,7 +7,12 @@ use crate::workspace::Workspace;
 
 pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
     let docker = workspace.local_docker().await?;
-    let built = images::build_stack(&docker, workspace, progress).await?;
+    let built = images::build_stack(
+        &docker,
+        workspace,
+        &images::version_tag(&workspace.pipeline.root),
+        progress,
+    ).await?;
     for image in &built {
         progress.out(&format!(
             "{:<10} {:<40} {:>8}  {}",

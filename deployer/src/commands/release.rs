@@ -20,9 +20,10 @@ pub async fn run(
         registry.settings.server, registry.settings.username
     ));
     let docker = workspace.local_docker().await?;
-    images::build_stack(&docker, workspace, progress).await?;
-    crate::checks::test_images(workspace, progress).await?;
+    // One version for the whole release: the tree may change while it runs.
     let version = images::version_tag(&workspace.pipeline.root);
+    images::build_stack(&docker, workspace, &version, progress).await?;
+    crate::checks::test_images(workspace, &version, progress).await?;
     let pushed = registry
         .push_release(
             &docker,

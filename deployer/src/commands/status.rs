@@ -11,9 +11,10 @@ use anyhow::{anyhow, bail};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
+use crate::edge_ctl::EdgeStatus;
 use crate::host::{self, AuditEntry, HostDir, HostFlags, parse_audit};
 use crate::progress::Progress;
-use crate::stack::Stack;
+use crate::stack::{Entry, Stack};
 use crate::status::{self, ServiceStatus};
 use crate::workspace::Workspace;
 
@@ -44,6 +45,10 @@ struct Overview {
     /// `{"api": "ok"}`, or why the service asked did not answer.
     #[serde(flatten)]
     answers: BTreeMap<String, String>,
+    /// What the edge routes: per service its targets with health and
+    /// in-flight requests, and the certificates it serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<EdgeStatus>,
 }
 
 /// Prints the status; returns whether every service is running and healthy.
@@ -61,8 +66,9 @@ pub async fn run(
             let audit = std::fs::read_to_string(workspace.pipeline.root.join("audit.log"))
                 .map(|t| parse_audit(&t))
                 .unwrap_or_default();
-            let port = probe_port(workspace, stack);
-            overview(workspace, stack, services, audit, port).await
+            let url = probe_entry(workspace, stack).map(|e| e.url());
+            let edge = edge_status(&docker, stack, &services).await;
+            overview(workspace, stack, services, audit, url, edge).await
         }
         Place::Host(flags) => {
             let (mut remote, docker) = host::connect(workspace, flags).await?;
@@ -70,11 +76,17 @@ pub async fn run(
                 let stack = workspace.stack_with(&workspace.pipeline.deploy.env)?;
                 let services = status::read(&docker, &stack).await?;
                 let audit = HostDir::open(&remote).await?.audit(&remote).await?;
-                let port = match probe_port(workspace, &stack) {
-                    Some(port) => Some(remote.forward_tcp(port).await?),
+                let url = match probe_entry(workspace, &stack) {
+                    Some(entry) => Some(format!(
+                        "http://127.0.0.1:{}",
+                        remote.forward_tcp(&entry.host_ip, entry.port).await?
+                    )),
                     None => None,
                 };
-                Ok::<_, anyhow::Error>(overview(workspace, &stack, services, audit, port).await)
+                let edge = edge_status(&docker, &stack, &services).await;
+                Ok::<_, anyhow::Error>(
+                    overview(workspace, &stack, services, audit, url, edge).await,
+                )
             }
             .await;
             remote.close().await;
@@ -98,6 +110,28 @@ fn table(overview: &Overview) -> String {
         )),
         None => out.push_str("last deploy: none recorded here\n"),
     }
+    if let Some(edge) = &overview.edge {
+        out.push_str("edge routes:\n");
+        for (service, targets) in &edge.services {
+            for t in targets {
+                out.push_str(&format!(
+                    "  {service:<10} -> {:<22} {:<9} in flight {:<3} served {}\n",
+                    t.address, t.health, t.in_flight, t.served
+                ));
+            }
+        }
+        for cert in &edge.tls.certificates {
+            out.push_str(&format!(
+                "certificate: {} until {} ({})\n",
+                cert.domains.join(", "),
+                cert.not_after,
+                cert.issuer
+            ));
+        }
+        if let Some(error) = &edge.tls.last_error {
+            out.push_str(&format!("certificate error: {error}\n"));
+        }
+    }
     for (service, answer) in &overview.answers {
         match overview.records.iter().next() {
             Some((name, count)) => out.push_str(&format!("{service}: answers; {count} {name}\n")),
@@ -119,16 +153,10 @@ fn table(overview: &Overview) -> String {
     out.trim_end().to_owned()
 }
 
-/// The host port of the service `status:` asks, if it publishes one.
-fn probe_port(workspace: &Workspace, stack: &Stack) -> Option<u16> {
+/// Where the service `status:` asks is reached, if anywhere.
+fn probe_entry(workspace: &Workspace, stack: &Stack) -> Option<Entry> {
     let probe = workspace.pipeline.status.as_ref()?;
-    stack
-        .service(&probe.service)?
-        .ports
-        .first()?
-        .host_port
-        .parse()
-        .ok()
+    stack.entry(&probe.service)
 }
 
 async fn overview(
@@ -136,14 +164,15 @@ async fn overview(
     stack: &Stack,
     services: Vec<ServiceStatus>,
     audit: Vec<AuditEntry>,
-    port: Option<u16>,
+    url: Option<String>,
+    edge: Option<EdgeStatus>,
 ) -> Overview {
     let mut records = BTreeMap::new();
     let mut answers = BTreeMap::new();
     if let Some(probe) = &workspace.pipeline.status {
-        let answer = match port {
-            None => "publishes no port to ask".to_owned(),
-            Some(port) => match count(workspace, port).await {
+        let answer = match url {
+            None => "is reached on no port here".to_owned(),
+            Some(url) => match count(workspace, &url).await {
                 Ok(n) => {
                     records.insert(probe.records.clone(), n);
                     "ok".to_owned()
@@ -160,11 +189,28 @@ async fn overview(
         last_deploy: audit.last().cloned(),
         records,
         answers,
+        edge,
     }
 }
 
+/// What the stack's edge routes, if it runs (a view: its absence or an
+/// error leaves the rest of the status as it is).
+async fn edge_status(
+    docker: &bollard::Docker,
+    stack: &Stack,
+    services: &[ServiceStatus],
+) -> Option<EdgeStatus> {
+    let edge = stack.edge.as_ref()?;
+    let container = services
+        .iter()
+        .find(|s| s.service == edge.service && s.state == "running")?
+        .container
+        .clone()?;
+    crate::edge_ctl::status(docker, &container).await.ok()
+}
+
 /// Asks the status probe on `port` and counts what its pointer names.
-async fn count(workspace: &Workspace, port: u16) -> anyhow::Result<usize> {
+async fn count(workspace: &Workspace, base: &str) -> anyhow::Result<usize> {
     let probe = workspace
         .pipeline
         .status
@@ -173,7 +219,7 @@ async fn count(workspace: &Workspace, port: u16) -> anyhow::Result<usize> {
     let mut request = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?
-        .get(format!("http://127.0.0.1:{port}{}", probe.path));
+        .get(format!("{base}{}", probe.path));
     if probe.auth {
         let auth = &workspace.pipeline.auth;
         request = request.basic_auth(&auth.username, Some(auth.password.expose_secret()));

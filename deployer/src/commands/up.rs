@@ -20,7 +20,12 @@ pub enum Build {
 pub async fn run(workspace: &Workspace, build: Build, progress: &Progress) -> anyhow::Result<()> {
     let docker = workspace.local_docker().await?;
     if build == Build::IfChanged {
-        images::build_stack(&docker, workspace, progress).await?;
+        images::build_stack(
+        &docker,
+        workspace,
+        &images::version_tag(&workspace.pipeline.root),
+        progress,
+    ).await?;
     }
     let mut stop = StopSignal::install()?;
     let engine = Engine::new(&docker, progress);
@@ -46,18 +51,7 @@ pub async fn run(workspace: &Workspace, build: Build, progress: &Progress) -> an
 /// The application's URLs on this machine (pipeline.yaml's `urls:`), and a
 /// curl line for the first that needs the credentials.
 fn urls(workspace: &Workspace, stack: &Stack) -> String {
-    let base = |service: &str| {
-        let port = stack
-            .service(service)?
-            .ports
-            .iter()
-            .find(|p| !p.host_port.is_empty())?;
-        let host = match port.host_ip.as_str() {
-            "" | "0.0.0.0" => "localhost",
-            ip => ip,
-        };
-        Some(format!("http://{host}:{}", port.host_port))
-    };
+    let base = |service: &str| stack.entry(service).map(|e| e.url());
     let urls = &workspace.pipeline.urls;
     let width = urls.iter().map(|u| u.name.len()).max().unwrap_or(0);
     let mut out = String::from("\n");

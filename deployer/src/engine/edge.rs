@@ -4,41 +4,14 @@
 //! (`edge ctl status`). Both run inside the edge's container with `docker
 //! exec`: the image is `FROM scratch`, the edge binary is its one program.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, anyhow, bail};
-use serde::Deserialize;
 
 use super::Engine;
 use super::undo::Made;
-use crate::docker::{exec, message, project_containers};
+use crate::docker::{message, project_containers};
+use crate::edge_ctl::{DEPLOY_TIMEOUT, DRAIN_TIMEOUT};
 use crate::progress::Task;
 use crate::stack::{EdgeTarget, Network, Stack};
-
-/// The edge's control command inside its image.
-const CTL: [&str; 2] = ["/edge", "ctl"];
-
-/// How long the edge waits for a new target's health, and for an old
-/// target's in-flight requests to finish, before it gives up.
-const DEPLOY_TIMEOUT: &str = "30s";
-const DRAIN_TIMEOUT: &str = "30s";
-
-/// One target as `edge ctl status` reports it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub(crate) struct TargetStatus {
-    pub address: String,
-    pub health: String,
-    pub in_flight: u64,
-    #[serde(default)]
-    pub served: u64,
-}
-
-/// What `edge ctl status` says about the services behind the edge.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub(crate) struct EdgeStatus {
-    #[serde(default)]
-    pub services: BTreeMap<String, Vec<TargetStatus>>,
-}
 
 impl Engine {
     /// The running container of the stack's edge, if it has one.
@@ -55,27 +28,6 @@ impl Engine {
         // During a hand-over two run; the new one (not yet renamed) serves.
         running.sort_by_key(|c| c.name == canonical);
         Ok(running.first().map(|c| c.id.clone()))
-    }
-
-    /// Runs `edge ctl ARGS` in the edge container; its JSON answer.
-    async fn ctl(&self, edge: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let argv: Vec<&str> = CTL.iter().chain(args).copied().collect();
-        let ran = exec(&self.docker, edge, &argv).await?;
-        if !ran.success() {
-            bail!(
-                "the edge refused `{}`: {}",
-                args.join(" "),
-                ran.stderr.trim()
-            );
-        }
-        serde_json::from_str(ran.stdout.trim())
-            .with_context(|| format!("the edge's answer to `{}` is not JSON", args.join(" ")))
-    }
-
-    /// What the edge routes now.
-    pub(crate) async fn edge_status(&self, edge: &str) -> anyhow::Result<EdgeStatus> {
-        let value = self.ctl(edge, &["status"]).await?;
-        serde_json::from_value(value).context("the edge's status has an unexpected shape")
     }
 
     /// The address the edge reaches `container` at for `target`: its IP on
@@ -132,8 +84,7 @@ impl Engine {
         ));
         // Where the edge sends it now: put back if this run is interrupted
         // before it finishes.
-        let previous = self
-            .edge_status(&edge)
+        let previous = crate::edge_ctl::status(&self.docker, &edge)
             .await?
             .services
             .remove(&target.service)
@@ -148,8 +99,8 @@ impl Engine {
             previous,
         };
         self.unfinished.add(switched.clone());
-        let result = self
-            .ctl(
+        let result = crate::edge_ctl::ctl(
+                &self.docker,
                 &edge,
                 &[
                     "deploy",
@@ -197,7 +148,7 @@ impl Engine {
             args.extend(["--target", address.as_str()]);
         }
         args.extend(["--health-path", health, "--drain-timeout", "0s"]);
-        self.ctl(edge, &args).await.map(|_| ())
+        crate::edge_ctl::ctl(&self.docker, edge, &args).await.map(|_| ())
     }
 
     /// Makes the edge route every service behind it to the container that
@@ -208,7 +159,7 @@ impl Engine {
         let (Some(spec), Some(edge)) = (&stack.edge, self.running_edge(stack).await?) else {
             return Ok(());
         };
-        let routed = self.edge_status(&edge).await?.services;
+        let routed = crate::edge_ctl::status(&self.docker, &edge).await?.services;
         let containers = project_containers(&self.docker, &stack.project).await?;
         for target in &spec.targets {
             let canonical = stack.container_name(&target.service);
@@ -227,26 +178,5 @@ impl Engine {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_edge_status_reads_targets_per_service() {
-        let json = serde_json::json!({
-            "edge": {"pid": 1},
-            "listeners": [],
-            "services": {
-                "api": [{"address": "172.18.0.3:5000", "health_path": "/healthz",
-                         "health": "healthy", "in_flight": 2, "served": 10, "last_error": null}]
-            },
-            "tls": {"mode": "off"}
-        });
-        let status: EdgeStatus = serde_json::from_value(json).unwrap();
-        assert_eq!(status.services["api"][0].address, "172.18.0.3:5000");
-        assert_eq!(status.services["api"][0].in_flight, 2);
     }
 }

@@ -70,10 +70,8 @@ impl LockedHost {
         let applied = self.engine.apply(stack, &workspace.pipeline.seeds).await?;
         let mut base_urls = HashMap::new();
         for service in &stack.services {
-            if let Some(port) = service.ports.first()
-                && let Ok(host_port) = port.host_port.parse::<u16>()
-            {
-                let local = self.remote.forward_tcp(host_port).await?;
+            if let Some(entry) = stack.entry(&service.name) {
+                let local = self.remote.forward_tcp(&entry.host_ip, entry.port).await?;
                 base_urls.insert(service.name.clone(), format!("http://127.0.0.1:{local}"));
             }
         }

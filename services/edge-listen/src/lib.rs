@@ -304,3 +304,36 @@ mod tests {
         assert_eq!(l[0].service_for("/docs"), Some("frontend"));
     }
 }
+
+impl std::fmt::Display for ListenerSpec {
+    /// The entry as `EDGE_LISTEN` writes it, so a parsed list can be
+    /// changed and written back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.address)?;
+        if self.redirect_https {
+            f.write_str(" redirect-https")?;
+        }
+        f.write_str(" -> ")?;
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| format!("{}={}", r.prefix, r.service))
+            .collect();
+        f.write_str(&routes.join(","))
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_written_back_parses_to_itself() {
+        let text = "web=http://0.0.0.0:80 redirect-https -> frontend; \
+                    tls=https://[::]:443 -> /supmit/=api,/=frontend; in=unix:/run/edge/api.sock -> api";
+        let parsed = parse_listeners(text).unwrap();
+        let written: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(parse_listeners(&written.join("; ")).unwrap(), parsed);
+        assert_eq!(written[0], "web=http://0.0.0.0:80 redirect-https -> /=frontend");
+    }
+}
