@@ -3,12 +3,17 @@
 //! write API that answers only once a change is durably on disk.
 //!
 //! [`run`] serves on a listener it is given until `shutdown` resolves, so
-//! the binary and the tests start the server the same way.
+//! the binary and the tests start the server the same way; [`app`] is the
+//! same application for any other listener (a test's unix socket).
+//!
+//! Requests come in through `routes` (behind `auth`), errors leave in one
+//! JSON shape through `error`, and `store` is the only code that touches
+//! the data file.
 
-pub mod auth;
-pub mod error;
+mod auth;
+mod error;
 mod routes;
-pub mod store;
+mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,12 +22,12 @@ use std::time::Duration;
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
+use student_ages_process::ApiCredentials;
 
-pub use auth::Credentials;
-pub use store::Store;
+pub use store::{Store, StoreError};
 
 /// The largest request body accepted, in bytes: a `{"age": N}` is tiny.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
+const MAX_BODY_BYTES: usize = 4 * 1024;
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -30,7 +35,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub credentials: Credentials,
+    /// The one user every `/supmit` route accepts.
+    pub credentials: ApiCredentials,
 }
 
 /// The application: routes, docs, auth data, error mapping, request log.
