@@ -93,8 +93,11 @@ where
         .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", args.listen_addr))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let shutdown: Shutdown = Box::pin(crate::shutdown_signal());
-        serve(prepared, listener, shutdown).await
+        let shutdown: Shutdown = Box::pin(
+            crate::shutdown_signal().context("cannot install the SIGTERM and SIGINT handlers")?,
+        );
+        serve(prepared, listener, shutdown).await?;
+        anyhow::Ok(())
     })?;
     Ok(())
 }
