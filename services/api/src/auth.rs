@@ -1,56 +1,34 @@
-//! HTTP basic auth for every `/supmit/...` route.
+//! HTTP basic auth for every `/supmit/...` route, checked against the one
+//! user the API was started with.
 
-use std::fmt;
 use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Basic;
+use student_ages_process::{ApiCredentials, ExposeSecret};
 use subtle::ConstantTimeEq;
-
-/// The one user allowed to call the API.
-#[derive(Clone)]
-pub struct Credentials {
-    username: String,
-    password: String,
-}
-
-impl Credentials {
-    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Credentials {
-            username: username.into(),
-            password: password.into(),
-        }
-    }
-
-    /// Compares both fields in constant time (for equal lengths), and always
-    /// compares both, so timing does not tell which one was wrong.
-    pub fn matches(&self, username: &str, password: &str) -> bool {
-        let user_ok = self.username.as_bytes().ct_eq(username.as_bytes());
-        let password_ok = self.password.as_bytes().ct_eq(password.as_bytes());
-        (user_ok & password_ok).into()
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
 
 /// HTTP basic auth with the configured username and password.
 #[derive(SecurityScheme)]
 #[oai(ty = "basic", checker = "check")]
-pub struct ApiAuth(());
+pub(crate) struct ApiAuth(());
 
 async fn check(req: &Request, basic: Basic) -> Option<()> {
-    let credentials = req.data::<Arc<Credentials>>()?;
-    credentials
-        .matches(&basic.username, &basic.password)
-        .then_some(())
+    let credentials = req.data::<Arc<ApiCredentials>>()?;
+    matches(credentials, &basic.username, &basic.password).then_some(())
+}
+
+/// Compares both fields in constant time (for equal lengths), and always
+/// compares both, so timing does not tell which one was wrong.
+fn matches(credentials: &ApiCredentials, username: &str, password: &str) -> bool {
+    let user_ok = credentials.username.as_bytes().ct_eq(username.as_bytes());
+    let password_ok = credentials
+        .password
+        .expose_secret()
+        .as_bytes()
+        .ct_eq(password.as_bytes());
+    (user_ok & password_ok).into()
 }
 
 #[cfg(test)]
@@ -59,16 +37,13 @@ mod tests {
 
     #[test]
     fn only_the_exact_pair_matches() {
-        let credentials = Credentials::new("root", "s3cret");
-        assert!(credentials.matches("root", "s3cret"));
-        assert!(!credentials.matches("root", "s3cre"));
-        assert!(!credentials.matches("roo", "s3cret"));
-        assert!(!credentials.matches("", ""));
-    }
-
-    #[test]
-    fn debug_output_hides_the_password() {
-        let shown = format!("{:?}", Credentials::new("root", "s3cret"));
-        assert!(!shown.contains("s3cret"), "{shown}");
+        let credentials = ApiCredentials {
+            username: "root".into(),
+            password: "s3cret".into(),
+        };
+        assert!(matches(&credentials, "root", "s3cret"));
+        assert!(!matches(&credentials, "root", "s3cre"));
+        assert!(!matches(&credentials, "roo", "s3cret"));
+        assert!(!matches(&credentials, "", ""));
     }
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use student_ages_api::{Config, Credentials, Store};
-use student_ages_process as process;
+use clap::Parser;
+use student_ages_api::{Config, Store};
+use student_ages_process::ServerArgs;
 
 const ENVIRONMENT: &str = "\
 Credentials (environment only, never flags, so they stay out of `ps`):
@@ -26,67 +26,36 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(version, after_help = ENVIRONMENT)]
 struct Cli {
-    /// Address and port to listen on.
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value = "0.0.0.0:5000",
-        global = true
-    )]
-    listen_addr: String,
+    #[command(flatten)]
+    server: ServerArgs,
 
     /// The JSON data file (the original service's `student_age_file_path`
     /// variable is honoured too). [default: /data/student_age.json]
     #[arg(long, env = "STUDENT_AGE_FILE")]
     data_file: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the API (the default).
-    Serve,
-    /// Ask the running server's /healthz on this machine; exit 0 if healthy.
-    /// Used as the Docker HEALTHCHECK (a scratch image has no curl).
-    Healthcheck,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Healthcheck) => process::healthcheck(&cli.listen_addr),
-        Some(Command::Serve) | None => serve(&cli),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("api: error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let cli: Cli = student_ages_process::parse_args("0.0.0.0:5000");
+    student_ages_process::run_server(
+        "api",
+        &cli.server,
+        || prepare(&cli),
+        |(store, config), listener, shutdown| {
+            student_ages_api::run(listener, store, config, shutdown)
+        },
+    )
 }
 
-fn serve(cli: &Cli) -> anyhow::Result<()> {
-    process::init_logging();
-    let api = process::api_credentials_from_env().context("the API refuses to run without auth")?;
+/// Everything checked before the port is taken: credentials, data file.
+fn prepare(cli: &Cli) -> anyhow::Result<(Store, Config)> {
+    let credentials = student_ages_process::api_credentials_from_env()
+        .context("the API refuses to run without auth")?;
     let data_file = cli
         .data_file
         .clone()
         .or_else(|| std::env::var_os("student_age_file_path").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/data/student_age.json"));
     let store = Store::open(&data_file).context("cannot start: the data file is not usable")?;
-    let listener = std::net::TcpListener::bind(&cli.listen_addr)
-        .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", cli.listen_addr))?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(student_ages_api::run(
-        listener,
-        store,
-        Config {
-            credentials: Credentials::new(api.username, api.password),
-        },
-        process::shutdown_signal(),
-    ))?;
-    Ok(())
+    Ok((store, Config { credentials }))
 }

@@ -1,18 +1,22 @@
 //! The HTTP API: the original Flask paths, the write API and the health probe.
 //!
-//! Handlers parse, call the [`Store`], and map the result to a response.
+//! Handlers parse the request into domain types ([`StudentName`], [`Age`]),
+//! call the [`Store`], and map the result to a response.
 
 use std::collections::BTreeMap;
 
 use poem::web::Data;
+use poem::{IntoResponse, Response};
 use poem_openapi::param::Path;
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::{Json, Payload, PlainText};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use student_ages_rules::{Age, StudentName};
 
 use crate::auth::ApiAuth;
 use crate::error::ApiError;
-use crate::store::{Age, Change, Outcome, Store};
-use student_ages_rules as validate;
+use crate::store::{Change, Outcome, Store};
 
 #[derive(Tags)]
 enum Tag {
@@ -28,6 +32,50 @@ enum Tag {
 #[derive(Debug, Object)]
 struct StudentAges {
     student_ages: BTreeMap<String, u32>,
+}
+
+/// A [`StudentAges`] body made from the store's JSON of the current
+/// version, which is serialized once per version rather than once per
+/// request: the list is read far more often than it changes. The OpenAPI
+/// document describes it as `StudentAges`.
+struct StudentAgesJson(Vec<u8>);
+
+impl StudentAgesJson {
+    fn new(students_json: &[u8]) -> StudentAgesJson {
+        const OPEN: &[u8] = br#"{"student_ages":"#;
+        let mut body = Vec::with_capacity(OPEN.len() + students_json.len() + 1);
+        body.extend_from_slice(OPEN);
+        body.extend_from_slice(students_json);
+        body.push(b'}');
+        StudentAgesJson(body)
+    }
+}
+
+impl Payload for StudentAgesJson {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        StudentAges::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        StudentAges::register(registry);
+    }
+}
+
+impl IntoResponse for StudentAgesJson {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .body(self.0)
+    }
+}
+
+#[derive(ApiResponse)]
+enum List {
+    /// Every student's age.
+    #[oai(status = 200)]
+    Ok(StudentAgesJson),
 }
 
 /// One student.
@@ -80,18 +128,13 @@ enum HealthResponse {
     Unavailable(Json<Health>),
 }
 
-pub struct Api;
+pub(crate) struct Api;
 
-fn checked_name(name: &str) -> Result<&str, ApiError> {
-    validate::name(name).map_err(ApiError::bad_request)
-}
-
-fn age_of(store: &Store, name: &str) -> Result<u32, ApiError> {
-    let name = checked_name(name)?;
+fn age_of(store: &Store, name: &StudentName) -> Result<u32, ApiError> {
     let snapshot = store.snapshot().map_err(|e| ApiError::unavailable(&e))?;
     snapshot
         .students
-        .get(name)
+        .get(name.as_str())
         .map(|age| age.0)
         .ok_or_else(ApiError::not_found)
 }
@@ -104,18 +147,9 @@ impl Api {
         method = "get",
         tag = "Tag::Legacy"
     )]
-    async fn list(
-        &self,
-        _auth: ApiAuth,
-        store: Data<&Store>,
-    ) -> Result<Json<StudentAges>, ApiError> {
+    async fn list(&self, _auth: ApiAuth, store: Data<&Store>) -> Result<List, ApiError> {
         let snapshot = store.snapshot().map_err(|e| ApiError::unavailable(&e))?;
-        let student_ages = snapshot
-            .students
-            .iter()
-            .map(|(name, age)| (name.clone(), age.0))
-            .collect();
-        Ok(Json(StudentAges { student_ages }))
+        Ok(List::Ok(StudentAgesJson::new(snapshot.json())))
     }
 
     /// One student's age, as a bare number in plain text
@@ -130,6 +164,7 @@ impl Api {
         store: Data<&Store>,
         name: Path<String>,
     ) -> Result<PlainText<String>, ApiError> {
+        let name = StudentName::parse(&name)?;
         age_of(&store, &name).map(|age| PlainText(age.to_string()))
     }
 
@@ -145,8 +180,12 @@ impl Api {
         store: Data<&Store>,
         name: Path<String>,
     ) -> Result<Json<Student>, ApiError> {
+        let name = StudentName::try_from(name.0)?;
         let age = age_of(&store, &name)?;
-        Ok(Json(Student { name: name.0, age }))
+        Ok(Json(Student {
+            name: name.into_string(),
+            age,
+        }))
     }
 
     /// Create a student or change their age
@@ -164,19 +203,13 @@ impl Api {
         name: Path<String>,
         body: Json<NewAge>,
     ) -> Result<Put, ApiError> {
-        checked_name(&name)?;
-        let age = validate::age_value(&body.age)
-            .map(Age)
-            .map_err(ApiError::bad_request)?;
-        let change = Change::Put {
-            name: name.0.clone(),
-            age,
-        };
+        let name = StudentName::try_from(name.0)?;
+        let age = Age::from_json(&body.age)?;
         let student = Json(Student {
-            name: name.0,
-            age: age.0,
+            name: name.as_str().to_owned(),
+            age: age.years(),
         });
-        match store.apply(change).await {
+        match store.apply(Change::Put { name, age }).await {
             Ok(Outcome::Created) => Ok(Put::Created(student)),
             Ok(_) => Ok(Put::Updated(student)),
             Err(e) => Err(ApiError::unavailable(&e)),
@@ -195,8 +228,8 @@ impl Api {
         store: Data<&Store>,
         name: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        checked_name(&name)?;
-        match store.apply(Change::Delete { name: name.0 }).await {
+        let name = StudentName::try_from(name.0)?;
+        match store.apply(Change::Delete { name }).await {
             Ok(Outcome::NotFound) => Err(ApiError::not_found()),
             Ok(_) => Ok(Deleted::Deleted),
             Err(e) => Err(ApiError::unavailable(&e)),

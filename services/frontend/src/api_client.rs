@@ -1,17 +1,71 @@
 //! The API as the web UI sees it: a small typed client over reqwest that
 //! sends our credentials server-side, so the browser never sees them.
+//!
+//! The API is reached over plain HTTP, by TCP (`http://api:5000`) or
+//! through a unix socket (`unix:/run/edge/api.sock`, where an edge proxy on
+//! the same host listens). A read that fails because the connection was
+//! refused or dropped before any answer is tried once more: a GET changes
+//! nothing, and a restarting API or proxy refuses or drops exactly such a
+//! connection. Writes are never retried.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
+use student_ages_process::{ApiCredentials, ExposeSecret};
+use student_ages_rules::{Age, StudentName};
+
+/// Where the API listens, as `API_URL` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiUrl {
+    /// `http://host:port`: the base URL, without a trailing slash.
+    Http(String),
+    /// `unix:/path/to/socket`: plain HTTP over a unix socket.
+    Unix(PathBuf),
+}
+
+/// An `API_URL` that is neither form.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "API_URL {0:?} must be http://host:port or unix:/path/to/socket (the API is reached \
+     inside the stack, without TLS)"
+)]
+pub struct ApiUrlError(String);
+
+impl FromStr for ApiUrl {
+    type Err = ApiUrlError;
+
+    fn from_str(url: &str) -> Result<ApiUrl, ApiUrlError> {
+        if let Some(path) = url.strip_prefix("unix:")
+            && !path.is_empty()
+        {
+            return Ok(ApiUrl::Unix(PathBuf::from(path)));
+        }
+        match url.strip_prefix("http://") {
+            Some(rest) if !rest.is_empty() => Ok(ApiUrl::Http(url.trim_end_matches('/').into())),
+            _ => Err(ApiUrlError(url.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for ApiUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiUrl::Http(base) => f.write_str(base),
+            ApiUrl::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 /// How the API let us down, in words for the error page.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No answer at all: refused, timed out, DNS.
     #[error("the API at {url} does not answer: {reason}")]
     Unreachable { url: String, reason: String },
@@ -48,35 +102,40 @@ struct ErrorBody {
 
 /// Whether a PUT created the student or changed an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
+pub(crate) enum Saved {
     Created,
     Updated,
 }
 
 #[derive(Debug, Clone)]
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     http: reqwest::Client,
+    /// What request URLs start with; over a unix socket only its path
+    /// matters (and its host becomes the `Host` header).
     base: String,
-    username: String,
-    password: String,
+    /// `API_URL` as configured, for messages.
+    url: String,
+    credentials: ApiCredentials,
 }
 
 impl ApiClient {
-    pub fn new(base: &str, username: String, password: String) -> reqwest::Result<ApiClient> {
-        let http = reqwest::Client::builder()
+    pub(crate) fn new(url: &ApiUrl, credentials: ApiCredentials) -> reqwest::Result<ApiClient> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()?;
+            .timeout(Duration::from_secs(5));
+        let (builder, base) = match url {
+            ApiUrl::Http(base) => (builder, base.clone()),
+            ApiUrl::Unix(path) => (
+                builder.unix_socket(path.as_path()),
+                "http://localhost".into(),
+            ),
+        };
         Ok(ApiClient {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            username,
-            password,
+            http: builder.build()?,
+            base,
+            url: url.to_string(),
+            credentials,
         })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 
     fn student_url(&self, name: &str) -> String {
@@ -89,15 +148,37 @@ impl ApiClient {
         )
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.basic_auth(
+            &self.credentials.username,
+            Some(self.credentials.password.expose_secret()),
+        )
+    }
+
+    /// Sends a write, once.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        request
-            .basic_auth(&self.username, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| ApiError::Unreachable {
-                url: self.base.clone(),
-                reason: describe(&e),
-            })
+        request.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// Sends a read, and sends it again once if the connection failed
+    /// before any answer came.
+    async fn get(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let again = request.try_clone();
+        let result = match (request.send().await, again) {
+            (Err(error), Some(again)) if connection_failed(&error) => {
+                tracing::debug!(error = %describe(&error), "API connection failed; trying once more");
+                again.send().await
+            }
+            (result, _) => result,
+        };
+        result.map_err(|e| self.unreachable(&e))
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> ApiError {
+        ApiError::Unreachable {
+            url: self.url.clone(),
+            reason: describe(error),
+        }
     }
 
     async fn failure(&self, response: reqwest::Response, name: &str) -> ApiError {
@@ -111,12 +192,12 @@ impl ApiClient {
         };
         match status {
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized {
-                url: self.base.clone(),
+                url: self.url.clone(),
             },
             StatusCode::NOT_FOUND => ApiError::NotFound(name.to_owned()),
             s if s.is_client_error() => ApiError::Invalid(message),
             s => ApiError::Failed {
-                url: self.base.clone(),
+                url: self.url.clone(),
                 status: s.as_u16(),
                 message,
             },
@@ -124,9 +205,9 @@ impl ApiClient {
     }
 
     /// Every student and their age.
-    pub async fn list(&self) -> Result<BTreeMap<String, u32>, ApiError> {
+    pub(crate) async fn list(&self) -> Result<BTreeMap<String, u32>, ApiError> {
         let url = format!("{}/supmit/api/v1.0/get_student_ages", self.base);
-        let response = self.send(self.http.get(url)).await?;
+        let response = self.get(self.authorized(self.http.get(url))).await?;
         if !response.status().is_success() {
             return Err(self.failure(response, "").await);
         }
@@ -135,28 +216,31 @@ impl ApiClient {
             .await
             .map(|body| body.student_ages)
             .map_err(|e| ApiError::Failed {
-                url: self.base.clone(),
+                url: self.url.clone(),
                 status: 200,
                 message: format!("unreadable answer: {e}"),
             })
     }
 
     /// Creates the student or changes their age.
-    pub async fn put(&self, name: &str, age: u32) -> Result<Saved, ApiError> {
+    pub(crate) async fn put(&self, name: &StudentName, age: Age) -> Result<Saved, ApiError> {
         let request = self
             .http
-            .put(self.student_url(name))
-            .json(&serde_json::json!({ "age": age }));
+            .put(self.student_url(name.as_str()))
+            .json(&serde_json::json!({ "age": age.years() }));
+        let request = self.authorized(request);
         let response = self.send(request).await?;
         match response.status() {
             StatusCode::CREATED => Ok(Saved::Created),
             s if s.is_success() => Ok(Saved::Updated),
-            _ => Err(self.failure(response, name).await),
+            _ => Err(self.failure(response, name.as_str()).await),
         }
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let response = self.send(self.http.delete(self.student_url(name))).await?;
+    /// Deletes the student; [`ApiError::NotFound`] if there was none.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let request = self.authorized(self.http.delete(self.student_url(name)));
+        let response = self.send(request).await?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -165,24 +249,46 @@ impl ApiClient {
     }
 
     /// Whether the API's /healthz answers 200.
-    pub async fn health(&self) -> Result<(), ApiError> {
+    pub(crate) async fn health(&self) -> Result<(), ApiError> {
         let url = format!("{}/healthz", self.base);
-        let response = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map_err(|e| ApiError::Unreachable {
-                url: self.base.clone(),
-                reason: describe(&e),
-            })?;
+        let request = self.http.get(url).timeout(Duration::from_secs(2));
+        let response = self.get(request).await?;
         if response.status().is_success() {
             Ok(())
         } else {
             Err(self.failure(response, "").await)
         }
     }
+}
+
+/// Whether the connection failed before any answer came: refused, reset,
+/// or closed before a response, so a read may safely be sent again.
+fn connection_failed(error: &reqwest::Error) -> bool {
+    if error.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A short reason for a transport error, without reqwest's URL noise.
@@ -210,7 +316,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Percent-encodes a name for use as one URL path segment.
-pub fn url_escape(name: &str) -> String {
+pub(crate) fn url_escape(name: &str) -> String {
     utf8_percent_encode(name, PATH_SEGMENT).to_string()
 }
 
@@ -223,5 +329,23 @@ mod tests {
         assert_eq!(url_escape("zoé"), "zo%C3%A9");
         assert_eq!(url_escape("a/b?c#d %"), "a%2Fb%3Fc%23d%20%25");
         assert_eq!(url_escape("Mary-Ann_2"), "Mary-Ann_2");
+    }
+
+    #[test]
+    fn api_url_is_tcp_or_a_unix_socket() {
+        assert_eq!(
+            "http://api:5000/".parse::<ApiUrl>().unwrap(),
+            ApiUrl::Http("http://api:5000".into())
+        );
+        let socket = "unix:/run/edge/api.sock".parse::<ApiUrl>().unwrap();
+        assert_eq!(socket, ApiUrl::Unix("/run/edge/api.sock".into()));
+        assert_eq!(socket.to_string(), "unix:/run/edge/api.sock");
+        for bad in ["https://api", "api:5000", "unix:", "http://"] {
+            let error = bad.parse::<ApiUrl>().unwrap_err().to_string();
+            assert!(
+                error.contains("http://host:port or unix:/"),
+                "{bad}: {error}"
+            );
+        }
     }
 }

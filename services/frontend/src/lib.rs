@@ -3,9 +3,10 @@
 //! browser never sees the API's credentials). Works without JavaScript.
 //!
 //! [`run`] serves on a listener it is given until `shutdown` resolves, so
-//! the binary and the tests start the server the same way.
+//! the binary and the tests start the server the same way. `pages` holds
+//! the handlers and templates; `api_client` is how they reach the API.
 
-pub mod api_client;
+mod api_client;
 mod pages;
 
 use std::future::Future;
@@ -13,8 +14,10 @@ use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
+use student_ages_process::ApiCredentials;
 
-pub use api_client::ApiClient;
+use api_client::ApiClient;
+pub use api_client::{ApiUrl, ApiUrlError};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -22,19 +25,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Base URL of the API, e.g. `http://api:5000`.
-    pub api_url: String,
-    pub api_username: String,
-    pub api_password: String,
+    /// Where the API is: `http://api:5000` or `unix:/run/edge/api.sock`.
+    pub api_url: ApiUrl,
+    /// The user the API expects.
+    pub api_credentials: ApiCredentials,
 }
 
 /// The application: pages, form handlers, static files, request log.
 pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> + use<>> {
-    let api = ApiClient::new(
-        &config.api_url,
-        config.api_username.clone(),
-        config.api_password.clone(),
-    )?;
+    let api = ApiClient::new(&config.api_url, config.api_credentials.clone())?;
     Ok(Route::new()
         .at("/", get(pages::index))
         .at("/students", post(pages::save))

@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use student_ages_frontend::Config;
-use student_ages_process as process;
+use anyhow::Context;
+use clap::Parser;
+use student_ages_frontend::{ApiUrl, Config};
+use student_ages_process::ServerArgs;
 
 const ENVIRONMENT: &str = "\
 The API's credentials (environment only, never flags, so they stay out of `ps`):
@@ -16,77 +16,43 @@ The API's credentials (environment only, never flags, so they stay out of `ps`):
 
 Logging: RUST_LOG (default `info`; `warn` drops the per-request lines).
 
-Example:
-  API_USERNAME=root API_PASSWORD=root API_URL=http://localhost:5000 frontend";
+`frontend healthcheck` is healthy when the UI serves and the API answers.
+
+Examples:
+  API_USERNAME=root API_PASSWORD=root API_URL=http://localhost:5000 frontend
+  API_USERNAME=root API_PASSWORD=root API_URL=unix:/run/edge/api.sock frontend";
 
 /// The student-ages web UI: lists, filters, adds, changes and deletes
 /// students through the API, server-side.
 #[derive(Debug, Parser)]
 #[command(version, after_help = ENVIRONMENT)]
 struct Cli {
-    /// Address and port to listen on.
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value = "0.0.0.0:8080",
-        global = true
-    )]
-    listen_addr: String,
+    #[command(flatten)]
+    server: ServerArgs,
 
-    /// Base URL of the student-ages API.
+    /// The student-ages API: its base URL, http://host:port, or
+    /// unix:/path/to/socket for plain HTTP over a unix socket.
     #[arg(long, env = "API_URL", default_value = "http://localhost:5000")]
     api_url: String,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the UI (the default).
-    Serve,
-    /// Ask the running server's /healthz on this machine; exit 0 if healthy
-    /// (the UI serves and the API answers). The Docker HEALTHCHECK.
-    Healthcheck,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Healthcheck) => process::healthcheck(&cli.listen_addr),
-        Some(Command::Serve) | None => serve(&cli),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("frontend: error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let cli: Cli = student_ages_process::parse_args("0.0.0.0:8080");
+    student_ages_process::run_server(
+        "frontend",
+        &cli.server,
+        || prepare(&cli),
+        |config, listener, shutdown| student_ages_frontend::run(listener, config, shutdown),
+    )
 }
 
-fn serve(cli: &Cli) -> anyhow::Result<()> {
-    process::init_logging();
-    let api = process::api_credentials_from_env()
+/// Everything checked before the port is taken: credentials, API_URL.
+fn prepare(cli: &Cli) -> anyhow::Result<Config> {
+    let api_credentials = student_ages_process::api_credentials_from_env()
         .context("the UI needs the credentials the API expects")?;
-    if !cli.api_url.starts_with("http://") {
-        bail!(
-            "API_URL {:?} must start with http:// (the API is reached inside the stack)",
-            cli.api_url
-        );
-    }
-    let listener = std::net::TcpListener::bind(&cli.listen_addr)
-        .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", cli.listen_addr))?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let config = Config {
-        api_url: cli.api_url.clone(),
-        api_username: api.username,
-        api_password: api.password,
-    };
-    runtime.block_on(student_ages_frontend::run(
-        listener,
-        config,
-        process::shutdown_signal(),
-    ))?;
-    Ok(())
+    let api_url: ApiUrl = cli.api_url.parse()?;
+    Ok(Config {
+        api_url,
+        api_credentials,
+    })
 }

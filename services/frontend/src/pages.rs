@@ -7,12 +7,12 @@ use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Html, Json, Query, Redirect};
 use poem::{IntoResponse, Response, handler};
 use serde::Deserialize;
-use student_ages_rules as rules;
+use student_ages_rules::{Age, StudentName};
 
 use crate::api_client::{ApiClient, ApiError, Saved};
 
 #[derive(Debug, Default, Deserialize)]
-pub struct IndexQuery {
+pub(crate) struct IndexQuery {
     #[serde(default)]
     q: String,
     saved: Option<String>,
@@ -21,7 +21,7 @@ pub struct IndexQuery {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct StudentForm {
+pub(crate) struct StudentForm {
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct StudentForm {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct DeleteForm {
+pub(crate) struct DeleteForm {
     #[serde(default)]
     name: String,
 }
@@ -51,6 +51,7 @@ struct IndexPage {
     form_age: String,
     name_error: Option<String>,
     age_error: Option<String>,
+    form_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -68,6 +69,8 @@ struct FormState {
     age: String,
     name_error: Option<String>,
     age_error: Option<String>,
+    /// A refusal that belongs to no one field.
+    form_error: Option<String>,
 }
 
 fn render(template: &impl Template, status: StatusCode) -> Response {
@@ -149,12 +152,13 @@ async fn list_page(
         form_age: form.age,
         name_error: form.name_error,
         age_error: form.age_error,
+        form_error: form.form_error,
     };
     render(&page, status)
 }
 
 #[handler]
-pub async fn index(Query(query): Query<IndexQuery>, api: Data<&ApiClient>) -> Response {
+pub(crate) async fn index(Query(query): Query<IndexQuery>, api: Data<&ApiClient>) -> Response {
     list_page(&api, &query, FormState::default(), StatusCode::OK).await
 }
 
@@ -164,28 +168,26 @@ fn back_to_list(key: &str, name: &str) -> Response {
 }
 
 #[handler]
-pub async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -> Response {
-    let name = rules::name(&form.name).map(str::to_owned);
-    let age = rules::age_text(&form.age);
+pub(crate) async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -> Response {
     let mut state = FormState {
         name: form.name.clone(),
         age: form.age.clone(),
-        name_error: name.as_ref().err().cloned(),
-        age_error: age.as_ref().err().cloned(),
+        ..FormState::default()
     };
-    if let (Ok(name), Ok(age)) = (&name, &age) {
-        match api.put(name, *age).await {
-            Ok(Saved::Created) => return back_to_list("created", name),
-            Ok(Saved::Updated) => return back_to_list("saved", name),
-            // The API's own rules said no: show its words beside the field.
-            Err(ApiError::Invalid(message)) => {
-                if message.contains("age") {
-                    state.age_error = Some(message);
-                } else {
-                    state.name_error = Some(message);
-                }
-            }
+    // Each rule error belongs to its own field: the message goes beside it.
+    match (StudentName::parse(&form.name), Age::parse(&form.age)) {
+        (Ok(name), Ok(age)) => match api.put(&name, age).await {
+            Ok(Saved::Created) => return back_to_list("created", name.as_str()),
+            Ok(Saved::Updated) => return back_to_list("saved", name.as_str()),
+            // The API applies the same rules, so it refuses only what these
+            // rules let through (say, an API of another version during a
+            // deploy); its message names no field, so it goes above the form.
+            Err(ApiError::Invalid(message)) => state.form_error = Some(message),
             Err(error) => return api_problem(&error),
+        },
+        (name, age) => {
+            state.name_error = name.err().map(|error| error.to_string());
+            state.age_error = age.err().map(|error| error.to_string());
         }
     }
     list_page(
@@ -198,10 +200,11 @@ pub async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -> Respo
 }
 
 #[handler]
-pub async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) -> Response {
+pub(crate) async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) -> Response {
     match api.delete(&form.name).await {
         // Already gone is what the user wanted: say it is deleted.
         Ok(()) | Err(ApiError::NotFound(_)) => back_to_list("deleted", &form.name),
+        // The name is the request's only input, so a refusal is about it.
         Err(ApiError::Invalid(message)) => {
             let state = FormState {
                 name_error: Some(message),
@@ -222,7 +225,7 @@ pub async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) -> Resp
 /// 200 when the frontend serves and the API answers; 503 otherwise, with
 /// the reason.
 #[handler]
-pub async fn healthz(api: Data<&ApiClient>) -> Response {
+pub(crate) async fn healthz(api: Data<&ApiClient>) -> Response {
     match api.health().await {
         Ok(()) => Json(serde_json::json!({"status": "ok", "api": "up"})).into_response(),
         Err(error) => {
@@ -234,14 +237,14 @@ pub async fn healthz(api: Data<&ApiClient>) -> Response {
 }
 
 #[handler]
-pub fn stylesheet() -> impl IntoResponse {
+pub(crate) fn stylesheet() -> impl IntoResponse {
     include_str!("../static/app.css")
         .with_content_type("text/css; charset=utf-8")
         .with_header(header::CACHE_CONTROL, "public, max-age=300")
 }
 
 #[handler]
-pub fn script() -> impl IntoResponse {
+pub(crate) fn script() -> impl IntoResponse {
     include_str!("../static/app.js")
         .with_content_type("text/javascript; charset=utf-8")
         .with_header(header::CACHE_CONTROL, "public, max-age=300")
@@ -268,6 +271,7 @@ mod tests {
             form_age: String::new(),
             name_error: None,
             age_error: None,
+            form_error: None,
         }
     }
 
@@ -290,6 +294,16 @@ mod tests {
         let error = html.find("the age is empty").unwrap();
         assert!(error > field, "the message comes right after the age input");
         assert!(html.contains("aria-invalid=\"true\""));
+    }
+
+    #[test]
+    fn an_error_of_no_one_field_is_shown_above_the_form() {
+        let mut with_error = page(vec![]);
+        with_error.form_error = Some("the API said no".into());
+        let html = with_error.render().unwrap();
+        let message = html.find("the API said no").unwrap();
+        assert!(message < html.find("id=\"name\"").unwrap());
+        assert!(!html.contains("aria-invalid"));
     }
 
     #[test]

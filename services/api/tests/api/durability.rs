@@ -1,24 +1,26 @@
-//! Every acknowledged write survives: concurrency, two processes sharing
-//! one file, and a SIGKILL in the middle of a load.
-
-mod support;
+//! Every acknowledged write survives: concurrency (in process), and, with
+//! the real binary, a second process on the same file, a SIGKILL in the
+//! middle of a load, and a SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use support::{Api, SEED, client, put_age};
+use serde_json::json;
+use student_ages_testkit::{DataDir, PASSWORD, SEED, TestApi, USER, read_data};
 
-/// Sends `count` PUTs with unique names from `writers` concurrent tasks and
-/// returns name → age of every PUT the API acknowledged.
-async fn load(api: &Api, prefix: &str, writers: usize, count: usize) -> BTreeMap<String, u32> {
+use crate::helpers::{LIST, client, put_age, spawn_api};
+
+/// Sends `count` PUTs with unique names from `writers` concurrent tasks to
+/// the API at `base` and returns name → age of every PUT it acknowledged.
+async fn load(base: &str, prefix: &str, writers: usize, count: usize) -> BTreeMap<String, u32> {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let client = client();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let (client, acked) = (client.clone(), Arc::clone(&acked));
-            let (url_base, prefix) = (api.base.clone(), prefix.to_owned());
+            let (url_base, prefix) = (base.to_owned(), prefix.to_owned());
             tokio::spawn(async move {
                 for i in (w..count).step_by(writers) {
                     let name = format!("{prefix}-{i}");
@@ -26,7 +28,7 @@ async fn load(api: &Api, prefix: &str, writers: usize, count: usize) -> BTreeMap
                     let url = format!("{url_base}/supmit/api/v1.0/student_ages/{name}");
                     let response = client
                         .put(url)
-                        .basic_auth(support::USER, Some(support::PASSWORD))
+                        .basic_auth(USER, Some(PASSWORD))
                         .json(&serde_json::json!({ "age": age }))
                         .send()
                         .await;
@@ -65,8 +67,8 @@ fn assert_all_present(
 
 #[tokio::test]
 async fn concurrent_writers_lose_nothing() {
-    let api = Api::start(SEED);
-    let acked = load(&api, "w", 32, 800).await;
+    let api = TestApi::start(SEED);
+    let acked = load(&api.base, "w", 32, 800).await;
     assert_eq!(acked.len(), 800);
     let data = api.read_data();
     assert_all_present(&data, &acked);
@@ -75,21 +77,22 @@ async fn concurrent_writers_lose_nothing() {
 
 #[tokio::test]
 async fn two_processes_on_one_file_lose_nothing() {
-    let first = Api::start(SEED);
-    let second = Api::start_on(&first.data_file);
+    let data_dir = DataDir::with(SEED);
+    let first = spawn_api(&data_dir.file);
+    let second = spawn_api(&data_dir.file);
     let (a, b) = tokio::join!(
-        load(&first, "first", 16, 400),
-        load(&second, "second", 16, 400)
+        load(&first.base, "first", 16, 400),
+        load(&second.base, "second", 16, 400)
     );
     assert_eq!((a.len(), b.len()), (400, 400));
-    let data = first.read_data();
+    let data = read_data(&data_dir.file);
     assert_all_present(&data, &a);
     assert_all_present(&data, &b);
     assert_eq!(data.len(), 803);
     // Each process also reads what the other wrote.
     let listed: serde_json::Value = client()
-        .get(second.url("/supmit/api/v1.0/get_student_ages"))
-        .basic_auth(support::USER, Some(support::PASSWORD))
+        .get(second.url(LIST))
+        .basic_auth(USER, Some(PASSWORD))
         .send()
         .await
         .unwrap()
@@ -101,17 +104,13 @@ async fn two_processes_on_one_file_lose_nothing() {
 
 #[tokio::test]
 async fn sigkill_mid_load_leaves_a_valid_file_with_every_acknowledged_write() {
-    let api = Api::start(SEED);
-    let pid = api.pid().to_string();
-    let writes = load(&api, "k", 32, 1_000_000);
+    let data_dir = DataDir::with(SEED);
+    let api = spawn_api(&data_dir.file);
+    let writes = load(&api.base, "k", 32, 1_000_000);
     let kill = async {
         // Let the load get going, then kill the server without warning.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        api.signal("KILL");
     };
     let (acked, ()) = tokio::join!(writes, kill);
     assert!(
@@ -119,10 +118,10 @@ async fn sigkill_mid_load_leaves_a_valid_file_with_every_acknowledged_write() {
         "the load barely ran: {} writes",
         acked.len()
     );
-    let data = api.read_data();
+    let data = read_data(&data_dir.file);
     assert_all_present(&data, &acked);
     // No stray temp file is mistaken for data; any leftover is a hidden temp.
-    for entry in std::fs::read_dir(api.data_file.parent().unwrap()).unwrap() {
+    for entry in std::fs::read_dir(data_dir.path()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
             name == "student_age.json"
@@ -132,12 +131,28 @@ async fn sigkill_mid_load_leaves_a_valid_file_with_every_acknowledged_write() {
         );
     }
     // And a restarted server accepts the file as it is.
-    let restarted = Api::start_on(&api.data_file);
+    let restarted = spawn_api(&data_dir.file);
     assert_eq!(
-        put_age(&client(), &restarted, "after", 1)
+        put_age(&client(), &restarted.base, "after", 1)
             .await
             .unwrap()
             .status(),
         StatusCode::CREATED
     );
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let data_dir = DataDir::with(SEED);
+    let mut api = spawn_api(&data_dir.file);
+    assert_eq!(
+        put_age(&client(), &api.base, "dave", 14)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let status = api.terminate();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(read_data(&data_dir.file)["dave"], json!(14));
 }

@@ -1,8 +1,6 @@
 //! The web UI in a real browser: Debian's headless Chromium, driven through
-//! chromedriver, against the real api and frontend binaries. Saves
+//! chromedriver, against the UI and the API served in this process. Saves
 //! screenshots under `target/screenshots/`.
-
-mod support;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
-use support::Stack;
+
+use crate::helpers::Stack;
 
 /// chromedriver on a free loopback port, killed when dropped.
 struct ChromeDriver {

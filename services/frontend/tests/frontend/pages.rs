@@ -1,10 +1,10 @@
-//! The web UI as a browser without JavaScript sees it: real api and
-//! frontend binaries, plain HTTP.
-
-mod support;
+//! The web UI as a browser without JavaScript sees it: plain HTTP against
+//! the UI, which calls a real API.
 
 use reqwest::StatusCode;
-use support::{Stack, client, start_frontend};
+use student_ages_frontend::ApiUrl;
+
+use crate::helpers::{Stack, TestFrontend, client};
 
 async fn page(stack: &Stack, path: &str) -> (StatusCode, String) {
     let response = client().get(stack.url(path)).send().await.unwrap();
@@ -119,7 +119,7 @@ async fn api_down_gives_a_clear_502_page() {
         .local_addr()
         .unwrap()
         .port();
-    let frontend = start_frontend(&format!("http://127.0.0.1:{port}"));
+    let frontend = TestFrontend::start(ApiUrl::Http(format!("http://127.0.0.1:{port}")));
     let response = client()
         .get(format!("{}/", frontend.base))
         .send()

@@ -1,26 +1,15 @@
-//! The API as its clients see it: the real binary on a loopback port.
-
-mod support;
+//! The API as its clients see it: every route, status and error message,
+//! against the API served in this process on a loopback port.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, PASSWORD, SEED, USER, api_command, client, put_age};
+use student_ages_testkit::{PASSWORD, SEED, TestApi, USER};
 
-const LIST: &str = "/supmit/api/v1.0/get_student_ages";
-
-async fn get(url: &str) -> (StatusCode, String) {
-    let response = client()
-        .get(url)
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.text().await.unwrap())
-}
+use crate::helpers::{LIST, client, get, put_age};
 
 #[tokio::test]
 async fn original_list_path_answers_ages_as_numbers() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let (status, body) = get(&api.url(LIST)).await;
     assert_eq!(status, StatusCode::OK);
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -32,14 +21,14 @@ async fn original_list_path_answers_ages_as_numbers() {
 
 #[tokio::test]
 async fn original_one_student_path_answers_the_bare_age() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let (status, body) = get(&api.url(&format!("{LIST}/bob"))).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "13"));
 }
 
 #[tokio::test]
 async fn unknown_student_is_a_json_404() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     for url in [
         api.url(&format!("{LIST}/nobody")),
         api.student_url("nobody"),
@@ -55,7 +44,7 @@ async fn unknown_student_is_a_json_404() {
 
 #[tokio::test]
 async fn reading_never_modifies_the_data_file() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     for path in [
         LIST.to_owned(),
         format!("{LIST}/alice"),
@@ -68,7 +57,7 @@ async fn reading_never_modifies_the_data_file() {
 
 #[tokio::test]
 async fn missing_or_wrong_credentials_get_401_with_a_challenge() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let client = client();
     let no_auth = client.get(api.url(LIST)).send().await.unwrap();
     let wrong = client
@@ -95,16 +84,19 @@ async fn missing_or_wrong_credentials_get_401_with_a_challenge() {
 
 #[tokio::test]
 async fn put_creates_then_updates_and_delete_removes() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let client = client();
-    let created = put_age(&client, &api, "dave", 14).await.unwrap();
+    let created = put_age(&client, &api.base, "dave", 14).await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(
         created.json::<Value>().await.unwrap(),
         json!({"name": "dave", "age": 14})
     );
     assert_eq!(
-        put_age(&client, &api, "dave", 15).await.unwrap().status(),
+        put_age(&client, &api.base, "dave", 15)
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     assert_eq!(api.read_data()["dave"], json!(15));
@@ -126,11 +118,11 @@ async fn put_creates_then_updates_and_delete_removes() {
 
 #[tokio::test]
 async fn unicode_names_work_url_encoded() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let client = client();
     for name in ["zo%C3%A9", "%E6%9D%8E", "Mary%20Ann"] {
         assert_eq!(
-            put_age(&client, &api, name, 9).await.unwrap().status(),
+            put_age(&client, &api.base, name, 9).await.unwrap().status(),
             StatusCode::CREATED
         );
     }
@@ -143,7 +135,7 @@ async fn unicode_names_work_url_encoded() {
 
 #[tokio::test]
 async fn bad_input_gets_400_saying_what_is_wrong() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let client = client();
     let long = "x".repeat(65);
     let cases: Vec<(String, String, &str)> = vec![
@@ -208,7 +200,7 @@ async fn bad_input_gets_400_saying_what_is_wrong() {
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_refused_with_a_hint() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let response = client()
         .put(api.student_url("eve"))
         .basic_auth(USER, Some(PASSWORD))
@@ -227,7 +219,7 @@ async fn a_body_that_is_not_json_is_refused_with_a_hint() {
 
 #[tokio::test]
 async fn healthz_needs_no_auth_and_fails_when_the_file_is_gone() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let response = client().get(api.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     std::fs::remove_file(&api.data_file).unwrap();
@@ -241,27 +233,8 @@ async fn healthz_needs_no_auth_and_fails_when_the_file_is_gone() {
 }
 
 #[tokio::test]
-async fn healthcheck_subcommand_reports_the_servers_health() {
-    let api = Api::start(SEED);
-    let address = api.base.trim_start_matches("http://").to_owned();
-    let healthy = api_command()
-        .arg("healthcheck")
-        .env("LISTEN_ADDR", &address)
-        .output()
-        .unwrap();
-    assert!(healthy.status.success(), "{healthy:?}");
-    drop(api);
-    let down = api_command()
-        .arg("healthcheck")
-        .env("LISTEN_ADDR", &address)
-        .output()
-        .unwrap();
-    assert!(!down.status.success());
-}
-
-#[tokio::test]
 async fn openapi_document_and_docs_ui_are_served() {
-    let api = Api::start(SEED);
+    let api = TestApi::start(SEED);
     let spec: Value = client()
         .get(api.url("/openapi.json"))
         .send()
@@ -277,70 +250,4 @@ async fn openapi_document_and_docs_ui_are_served() {
     let ui = client().get(api.url("/docs")).send().await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger"));
-}
-
-#[test]
-fn refuses_to_start_without_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("s.json");
-    std::fs::write(&data, SEED).unwrap();
-    let output = api_command()
-        .env("STUDENT_AGE_FILE", &data)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("API_USERNAME and API_PASSWORD"), "{stderr}");
-}
-
-#[test]
-fn refuses_a_malformed_data_file_and_leaves_it_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("student_age.json");
-    let broken = "{\"alice\": 12,\n \"bob\": }\n";
-    std::fs::write(&data, broken).unwrap();
-    let output = api_command()
-        .env("STUDENT_AGE_FILE", &data)
-        .env("API_USERNAME", USER)
-        .env("API_PASSWORD", PASSWORD)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&data.display().to_string()), "{stderr}");
-    assert!(stderr.contains("line 2 column"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&data).unwrap(), broken);
-}
-
-#[tokio::test]
-async fn password_file_and_the_original_data_variable_are_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("legacy.json");
-    std::fs::write(&data, SEED).unwrap();
-    let secret = dir.path().join("password");
-    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
-    let mut command = api_command();
-    command
-        .env("student_age_file_path", &data)
-        .env("API_USERNAME", USER)
-        .env("API_PASSWORD_FILE", &secret);
-    let api = Api::spawn(command, &data);
-    assert_eq!(
-        get(&api.url(&format!("{LIST}/alice"))).await,
-        (StatusCode::OK, "12".into())
-    );
-}
-
-#[tokio::test]
-async fn sigterm_stops_the_server_cleanly() {
-    let mut api = Api::start(SEED);
-    assert_eq!(
-        put_age(&client(), &api, "dave", 14).await.unwrap().status(),
-        StatusCode::CREATED
-    );
-    let status = api.terminate();
-    assert!(status.success(), "{status:?}");
-    assert_eq!(api.read_data()["dave"], json!(14));
 }

@@ -1,0 +1,100 @@
+//! The writer thread: the only code that changes the data file. It takes
+//! requests in batches (group commit), applies them under the
+//! cross-process lock to the newest version of the file, and makes the
+//! result durable before anyone is told it happened.
+
+use std::sync::{Arc, mpsc};
+
+use tokio::sync::oneshot;
+
+use super::file::{self, FileLock, FileStamp};
+use super::{Change, Outcome, Shared, Snapshot, StoreError, Students};
+
+/// The largest number of changes committed in one fsync cycle.
+const MAX_BATCH: usize = 4096;
+
+/// One change waiting for the writer, and where to send what it did.
+pub(super) struct Request {
+    pub(super) change: Change,
+    pub(super) reply: oneshot::Sender<Result<Outcome, Arc<StoreError>>>,
+}
+
+/// Commits batches until every [`Store`](super::Store) handle is dropped and
+/// the queue is drained.
+pub(super) fn write_loop(shared: &Shared, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<&Change> = batch.iter().map(|r| &r.change).collect();
+        match commit(shared, &changes) {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // The client may have gone away; the write stands anyway.
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, changes = changes.len(), "write failed; nothing was changed");
+                let error = Arc::new(error);
+                for request in batch {
+                    let _ = request.reply.send(Err(Arc::clone(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// Applies `changes` in order under the cross-process lock and makes the
+/// result durable. Either every change in the batch is on disk or none is.
+fn commit(shared: &Shared, changes: &[&Change]) -> Result<Vec<Outcome>, StoreError> {
+    let path = &shared.path;
+    let write_err = |source| StoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let _lock = FileLock::acquire(&file::lock_path(path)).map_err(write_err)?;
+
+    let cached = shared.current();
+    // Another process may have written since we last read: start from its
+    // version, never from our stale copy.
+    let base = if FileStamp::at(path)? == cached.stamp {
+        cached
+    } else {
+        Arc::new(Snapshot::read(path)?)
+    };
+
+    let mut students = base.students.clone();
+    let outcomes: Vec<Outcome> = changes
+        .iter()
+        .map(|change| apply_change(&mut students, change))
+        .collect();
+
+    if students == base.students {
+        shared.publish(&base);
+        return Ok(outcomes);
+    }
+    let stamp = file::replace_durably(path, &file::render(&students)).map_err(write_err)?;
+    shared.publish(&Arc::new(Snapshot::new(students, stamp)));
+    Ok(outcomes)
+}
+
+fn apply_change(students: &mut Students, change: &Change) -> Outcome {
+    match change {
+        Change::Put { name, age } => {
+            let age = file::StoredAge(age.years());
+            match students.insert(name.as_str().to_owned(), age) {
+                None => Outcome::Created,
+                Some(_) => Outcome::Updated,
+            }
+        }
+        Change::Delete { name } => match students.remove(name.as_str()) {
+            Some(_) => Outcome::Deleted,
+            None => Outcome::NotFound,
+        },
+    }
+}
