@@ -5,8 +5,10 @@
 //! batch; a logging thread writes the batch to stdout with one `write`,
 //! at most [`GATHER`] after its first line. Under load the request threads
 //! then pay a memcpy for their log line instead of a syscall each, and when
-//! idle a line still appears at once to a human. Nothing is dropped: when
-//! stdout does not keep up and [`MAX_PENDING`] bytes wait, loggers wait too.
+//! idle a line still appears at once to a human. Nothing is dropped while
+//! the process lives (when stdout does not keep up and [`MAX_PENDING`]
+//! bytes wait, loggers wait too) or when it exits or stops on a signal; a
+//! SIGKILL loses at most the last [`GATHER`] of lines.
 //!
 //! The per-request line is the one hot log line: when stdout is not a
 //! terminal (so no colours), [`log_request`] writes it itself, byte for
@@ -161,7 +163,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// Keeps the logging thread running; dropping it writes out every pending
 /// line and stops the thread. Hold it until the server has stopped.
 #[must_use = "dropping the guard stops the logging thread"]
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     batch: Arc<Batch>,
     thread: Option<JoinHandle<()>>,
 }
@@ -177,7 +179,7 @@ impl Drop for LogGuard {
 }
 
 /// Logs to stdout, one line per event; `RUST_LOG` filters (default `info`).
-pub fn init_logging() -> LogGuard {
+pub(crate) fn init_logging() -> LogGuard {
     let ansi = std::io::IsTerminal::is_terminal(&io::stdout());
     let batch = Arc::new(Batch::default());
     let writer = Arc::clone(&batch);
