@@ -3,6 +3,7 @@
 # the server's RSS afterwards. Reads and durable writes, 64 connections.
 #
 #   bench/api.sh [DURATION]      (default 10s; needs wrk: apt-get install wrk)
+#   ROUNDS=N bench/api.sh ...    (list-read rounds against the yardstick; default 3)
 #
 # The list read is also measured against a yardstick: the same read written
 # as a bare poem handler (services/api/examples/bare.rs: same JSON, same
@@ -84,10 +85,11 @@ wrk_cpu() {
 cpu_us() { awk '$1 == "cpu_us" {print $2}' <<<"$1"; }
 
 echo "api benchmark ($api_bin): 64 connections, 2 wrk threads, $duration each, RUST_LOG=${RUST_LOG:-info}"
-# Alternate API and yardstick twice, so a change in the machine's load
-# during the run hits both sides.
+# Alternate API and yardstick, so a change in the machine's load during the
+# run hits both sides.
+rounds=${ROUNDS:-3}
 api_sum=0; bare_sum=0; api_cpu=0; bare_cpu=0
-for round in 1 2; do
+for round in $(seq "$rounds"); do
     list=$(wrk_cpu "$pid" "http://127.0.0.1:$port$list_path")
     report "read: list all ($round)" "$list"
     bare=$(wrk_cpu "$bare_pid" "http://127.0.0.1:$bare_port$list_path")
@@ -97,9 +99,9 @@ for round in 1 2; do
     api_cpu=$(awk -v a="$api_cpu" -v b="$(cpu_us "$list")" 'BEGIN {print a + b}')
     bare_cpu=$(awk -v a="$bare_cpu" -v b="$(cpu_us "$bare")" 'BEGIN {print a + b}')
 done
-awk -v a="$api_sum" -v b="$bare_sum" -v ac="$api_cpu" -v bc="$bare_cpu" 'BEGIN {
+awk -v a="$api_sum" -v b="$bare_sum" -v ac="$api_cpu" -v bc="$bare_cpu" -v n="$rounds" 'BEGIN {
     printf "list read vs bare poem handler: %.0f %% of its requests/s; CPU per request %.1f us vs %.1f us\n",
-        100 * a / b, ac / 2, bc / 2 }'
+        100 * a / b, ac / n, bc / n }'
 kill "$bare_pid"; wait "$bare_pid" 2>/dev/null || true; bare_pid=""
 one=$(wrk -t2 -c64 -d"$duration" --latency -H "$auth" "http://127.0.0.1:$port/supmit/api/v1.0/get_student_ages/alice")
 report "read: one student" "$one"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::SecurityScheme;
-use poem_openapi::auth::Basic;
+use poem_openapi::auth::{Basic, BasicAuthorization};
 use student_ages_process::{ApiCredentials, ExposeSecret};
 use subtle::ConstantTimeEq;
 
@@ -17,6 +17,13 @@ pub(crate) struct ApiAuth(());
 async fn check(req: &Request, basic: Basic) -> Option<()> {
     let credentials = req.data::<Arc<ApiCredentials>>()?;
     matches(credentials, &basic.username, &basic.password).then_some(())
+}
+
+/// The same check as [`ApiAuth`], for a route answered outside
+/// poem-openapi: whether the request carries the configured user.
+pub(crate) fn allows(req: &Request, credentials: &ApiCredentials) -> bool {
+    Basic::from_request(req)
+        .is_ok_and(|basic| matches(credentials, &basic.username, &basic.password))
 }
 
 /// Compares both fields in constant time (for equal lengths), and always

@@ -9,9 +9,6 @@
 //! connection. Writes are never retried.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -21,47 +18,7 @@ use serde::Deserialize;
 use student_ages_process::{ApiCredentials, ExposeSecret};
 use student_ages_rules::{Age, StudentName};
 
-/// Where the API listens, as `API_URL` gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiUrl {
-    /// `http://host:port`: the base URL, without a trailing slash.
-    Http(String),
-    /// `unix:/path/to/socket`: plain HTTP over a unix socket.
-    Unix(PathBuf),
-}
-
-/// An `API_URL` that is neither form.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "API_URL {0:?} must be http://host:port or unix:/path/to/socket (the API is reached \
-     inside the stack, without TLS)"
-)]
-pub struct ApiUrlError(String);
-
-impl FromStr for ApiUrl {
-    type Err = ApiUrlError;
-
-    fn from_str(url: &str) -> Result<ApiUrl, ApiUrlError> {
-        if let Some(path) = url.strip_prefix("unix:")
-            && !path.is_empty()
-        {
-            return Ok(ApiUrl::Unix(PathBuf::from(path)));
-        }
-        match url.strip_prefix("http://") {
-            Some(rest) if !rest.is_empty() => Ok(ApiUrl::Http(url.trim_end_matches('/').into())),
-            _ => Err(ApiUrlError(url.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for ApiUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiUrl::Http(base) => f.write_str(base),
-            ApiUrl::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
+use crate::api_url::ApiUrl;
 
 /// How the API let us down, in words for the error page.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -329,23 +286,5 @@ mod tests {
         assert_eq!(url_escape("zoé"), "zo%C3%A9");
         assert_eq!(url_escape("a/b?c#d %"), "a%2Fb%3Fc%23d%20%25");
         assert_eq!(url_escape("Mary-Ann_2"), "Mary-Ann_2");
-    }
-
-    #[test]
-    fn api_url_is_tcp_or_a_unix_socket() {
-        assert_eq!(
-            "http://api:5000/".parse::<ApiUrl>().unwrap(),
-            ApiUrl::Http("http://api:5000".into())
-        );
-        let socket = "unix:/run/edge/api.sock".parse::<ApiUrl>().unwrap();
-        assert_eq!(socket, ApiUrl::Unix("/run/edge/api.sock".into()));
-        assert_eq!(socket.to_string(), "unix:/run/edge/api.sock");
-        for bad in ["https://api", "api:5000", "unix:", "http://"] {
-            let error = bad.parse::<ApiUrl>().unwrap_err().to_string();
-            assert!(
-                error.contains("http://host:port or unix:/"),
-                "{bad}: {error}"
-            );
-        }
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! [`run`] serves on a listener it is given until `shutdown` resolves, so
 //! the binary and the tests start the server the same way. `pages` holds
-//! the handlers and templates; `api_client` is how they reach the API.
+//! the handlers and templates; `api_client` is how they reach the API, at
+//! the address `api_url` parses.
 
 mod api_client;
+mod api_url;
 mod pages;
 
 use std::future::Future;
@@ -17,7 +19,7 @@ use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
 use student_ages_process::ApiCredentials;
 
 use api_client::ApiClient;
-pub use api_client::{ApiUrl, ApiUrlError};
+pub use api_url::{ApiUrl, ApiUrlError};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -19,14 +19,14 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ServerArgs {
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", global = true)]
-    pub listen_addr: String,
+    pub(crate) listen_addr: String,
 
     #[command(subcommand)]
-    pub command: Option<ServerCommand>,
+    pub(crate) command: Option<ServerCommand>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum ServerCommand {
+pub(crate) enum ServerCommand {
     /// Serve (the default).
     Serve,
     /// Ask the running server's /healthz on this machine; exit 0 if

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 /// Asks the server listening on `listen_addr` on this machine for
 /// `/healthz`; `Ok` when it answers 2xx.
-pub fn healthcheck(listen_addr: &str) -> anyhow::Result<()> {
+pub(crate) fn healthcheck(listen_addr: &str) -> anyhow::Result<()> {
     let url = format!("http://{}/healthz", loopback_for(listen_addr)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

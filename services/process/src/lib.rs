@@ -15,9 +15,12 @@ mod healthcheck;
 mod logging;
 mod signals;
 
-pub use cli::{ServerArgs, ServerCommand, Shutdown, parse_args, run_server};
+pub use cli::{ServerArgs, Shutdown, parse_args, run_server};
 pub use credentials::{ApiCredentials, api_credentials_from_env};
-pub use healthcheck::healthcheck;
-pub use logging::{LogGuard, init_logging, log_request};
-pub use secrecy::{ExposeSecret, SecretString};
-pub use signals::shutdown_signal;
+pub use logging::log_request;
+/// To read the password of [`ApiCredentials`]: `password.expose_secret()`.
+pub use secrecy::ExposeSecret;
+
+use healthcheck::healthcheck;
+use logging::init_logging;
+use signals::shutdown_signal;

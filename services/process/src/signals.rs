@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Installs the SIGTERM (`docker stop`) and SIGINT (Ctrl-C) handlers now,
 /// before the server starts, so a signal that comes early is not lost, and
 /// returns what resolves on either. Needs a tokio runtime.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(async move {

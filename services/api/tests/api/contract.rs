@@ -20,6 +20,29 @@ async fn original_list_path_answers_ages_as_numbers() {
 }
 
 #[tokio::test]
+async fn the_list_is_json_and_a_missing_data_file_is_a_json_503() {
+    let api = TestApi::start(SEED);
+    let response = client()
+        .get(api.url(LIST))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    std::fs::remove_file(&api.data_file).unwrap();
+    let (status, body) = get(&api.url(LIST)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let error = serde_json::from_str::<Value>(&body).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("student_age.json"), "{error}");
+}
+
+#[tokio::test]
 async fn original_one_student_path_answers_the_bare_age() {
     let api = TestApi::start(SEED);
     let (status, body) = get(&api.url(&format!("{LIST}/bob"))).await;
