@@ -173,7 +173,9 @@ fn loopback_edge(stack: &mut Stack) -> anyhow::Result<()> {
         match listener.address {
             ListenAddress::Https(_) => continue,
             ListenAddress::Http(_) => {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
                 listener.address = ListenAddress::Http(([127, 0, 0, 1], port).into());
                 listener.redirect_https = false;
             }

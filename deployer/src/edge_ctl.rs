@@ -59,7 +59,11 @@ pub(crate) struct Certificate {
 }
 
 /// Runs `edge ctl ARGS` in the edge container; its JSON answer.
-pub(crate) async fn ctl(docker: &Docker, edge: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn ctl(
+    docker: &Docker,
+    edge: &str,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
     let argv: Vec<&str> = CTL.iter().chain(args).copied().collect();
     let ran = exec(docker, edge, &argv).await?;
     if !ran.success() {
@@ -75,10 +79,9 @@ pub(crate) async fn ctl(docker: &Docker, edge: &str, args: &[&str]) -> anyhow::R
 
 /// What the edge routes now.
 pub(crate) async fn status(docker: &Docker, edge: &str) -> anyhow::Result<EdgeStatus> {
-let value = ctl(docker, edge, &["status"]).await?;
+    let value = ctl(docker, edge, &["status"]).await?;
     serde_json::from_value(value).context("the edge's status has an unexpected shape")
 }
-
 
 #[cfg(test)]
 mod tests {

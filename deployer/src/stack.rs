@@ -228,7 +228,11 @@ impl Stack {
         let Some(edge) = self.edge.as_ref().and_then(|e| self.service(&e.service)) else {
             return Ok(Vec::new());
         };
-        match edge.env.iter().find_map(|kv| kv.strip_prefix("EDGE_LISTEN=")) {
+        match edge
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("EDGE_LISTEN="))
+        {
             Some(text) => student_ages_edge_listen::parse_listeners(text),
             None => Ok(Vec::new()),
         }

@@ -12,7 +12,8 @@ pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<(
         workspace,
         &images::version_tag(&workspace.pipeline.root),
         progress,
-    ).await?;
+    )
+    .await?;
     for image in &built {
         progress.out(&format!(
             "{:<10} {:<40} {:>8}  {}",

@@ -21,11 +21,12 @@ pub async fn run(workspace: &Workspace, build: Build, progress: &Progress) -> an
     let docker = workspace.local_docker().await?;
     if build == Build::IfChanged {
         images::build_stack(
-        &docker,
-        workspace,
-        &images::version_tag(&workspace.pipeline.root),
-        progress,
-    ).await?;
+            &docker,
+            workspace,
+            &images::version_tag(&workspace.pipeline.root),
+            progress,
+        )
+        .await?;
     }
     let mut stop = StopSignal::install()?;
     let engine = Engine::new(&docker, progress);

@@ -100,22 +100,22 @@ impl Engine {
         };
         self.unfinished.add(switched.clone());
         let result = crate::edge_ctl::ctl(
-                &self.docker,
-                &edge,
-                &[
-                    "deploy",
-                    &target.service,
-                    "--target",
-                    &address,
-                    "--health-path",
-                    &target.health,
-                    "--deploy-timeout",
-                    DEPLOY_TIMEOUT,
-                    "--drain-timeout",
-                    DRAIN_TIMEOUT,
-                ],
-            )
-            .await;
+            &self.docker,
+            &edge,
+            &[
+                "deploy",
+                &target.service,
+                "--target",
+                &address,
+                "--health-path",
+                &target.health,
+                "--deploy-timeout",
+                DEPLOY_TIMEOUT,
+                "--drain-timeout",
+                DRAIN_TIMEOUT,
+            ],
+        )
+        .await;
         self.unfinished.done(&switched);
         let report = result.with_context(|| {
             format!(
@@ -148,7 +148,9 @@ impl Engine {
             args.extend(["--target", address.as_str()]);
         }
         args.extend(["--health-path", health, "--drain-timeout", "0s"]);
-        crate::edge_ctl::ctl(&self.docker, edge, &args).await.map(|_| ())
+        crate::edge_ctl::ctl(&self.docker, edge, &args)
+            .await
+            .map(|_| ())
     }
 
     /// Makes the edge route every service behind it to the container that

@@ -334,6 +334,9 @@ mod display_tests {
         let parsed = parse_listeners(text).unwrap();
         let written: Vec<String> = parsed.iter().map(ToString::to_string).collect();
         assert_eq!(parse_listeners(&written.join("; ")).unwrap(), parsed);
-        assert_eq!(written[0], "web=http://0.0.0.0:80 redirect-https -> /=frontend");
+        assert_eq!(
+            written[0],
+            "web=http://0.0.0.0:80 redirect-https -> /=frontend"
+        );
     }
 }
