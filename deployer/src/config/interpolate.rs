@@ -1,6 +1,7 @@
 //! Variable interpolation as docker compose does it: `$VAR`, `${VAR}`,
 //! `${VAR:-default}` (unset or empty), `${VAR-default}` (unset),
-//! `${VAR:?message}` / `${VAR?message}` (required), and `$$` for a literal `$`.
+//! `${VAR:?message}` / `${VAR?message}` (required), `${VAR:+alt}` /
+//! `${VAR+alt}` (alt when set), and `$$` for a literal `$`.
 
 /// Why a string could not be interpolated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -128,6 +129,19 @@ fn expand(
             }
         }
         _ if op.starts_with('?') => value.ok_or_else(|| required(&op[1..]))?,
+        // The alternative: what a setting switches on (the HTTPS listener
+        // when TLS_DOMAINS is set).
+        _ if op.starts_with(":+") => {
+            if set_and_non_empty {
+                interpolate(&op[2..], lookup)?
+            } else {
+                String::new()
+            }
+        }
+        _ if op.starts_with('+') => match value {
+            Some(_) => interpolate(&op[1..], lookup)?,
+            None => String::new(),
+        },
         _ => return Err(InterpolateError::Invalid(reference.to_owned())),
     })
 }
@@ -146,6 +160,14 @@ mod tests {
 
     fn run(input: &str) -> Result<String, InterpolateError> {
         interpolate(input, &env)
+    }
+
+    #[test]
+    fn an_alternative_appears_only_when_the_variable_is_set() {
+        assert_eq!(run("a${SET:+x-$SET}b").unwrap(), "ax-valueb");
+        assert_eq!(run("a${EMPTY:+x}b").unwrap(), "ab");
+        assert_eq!(run("a${EMPTY+x}b").unwrap(), "axb");
+        assert_eq!(run("a${UNSET+x}b").unwrap(), "ab");
     }
 
     #[test]

@@ -115,7 +115,15 @@ impl Engine {
         target: &EdgeTarget,
         task: &Task,
     ) -> anyhow::Result<()> {
-        let id = self.start_beside(stack, service, hash, task).await?;
+        let id = self
+            .start_beside(stack, service, hash, task)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "the new {} container was removed; the previous {} keeps serving, untouched",
+                    service.name, service.name
+                ))
+            })?;
         let new = Made::Container(id.clone());
         if let Err(error) = self.route(stack, target, &id, task).await {
             let _ = self.remove_container(&id).await;

@@ -68,14 +68,11 @@ impl Unfinished {
 }
 
 impl Engine {
-    /// Undoes what an interrupted run left unfinished: removes the
-    /// containers it made, starts again the ones it had set aside, removes
-    /// new volumes it had not finished seeding. Returns how many objects.
-    pub(crate) async fn undo(&self, project: &str) -> usize {
-        let mut made = self.unfinished.take();
-        // A container the daemon created just as the run was interrupted,
-        // before the run heard back, is in no list: find it by its state.
-        // A project container that never started is half-made by definition.
+    /// Adds to `made` the project's containers that were created and never
+    /// started: a container the daemon created just as the run was
+    /// interrupted, before the run heard back, is in no list, and a project
+    /// container that never started is half-made by definition.
+    async fn half_made(&self, project: &str, made: &mut Vec<Made>) {
         for container in project_containers(&self.docker, project)
             .await
             .unwrap_or_default()
@@ -86,6 +83,14 @@ impl Engine {
                 made.push(id);
             }
         }
+    }
+
+    /// Undoes what an interrupted run left unfinished: removes the
+    /// containers it made, starts again the ones it had set aside, removes
+    /// new volumes it had not finished seeding. Returns how many objects.
+    pub(crate) async fn undo(&self, project: &str) -> usize {
+        let mut made = self.unfinished.take();
+        self.half_made(project, &mut made).await;
         // The edge first: a switch cut short goes back to the containers
         // that still run, before any new one is removed.
         for item in &made {
@@ -116,6 +121,19 @@ impl Engine {
                     .rename_container(id, RenameContainerOptions { name: name.clone() })
                     .await;
                 let _ = self.docker.start_container(id, None).await;
+            }
+        }
+        // A create request the interrupt cut off may still be carried out
+        // by the daemon after the first look: look again once it settled
+        // (a volume in use by such a container could not be removed).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut late = Vec::new();
+        self.half_made(project, &mut late).await;
+        for item in &late {
+            if let Made::Container(id) = item
+                && !made.contains(item)
+            {
+                let _ = self.remove_container(id).await;
             }
         }
         for item in &made {

@@ -5,6 +5,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::load::{Load, Target as LoadTarget};
 use crate::support::{Project, TestImage, build_images, docker, get, text};
 
 #[test]
@@ -69,7 +70,7 @@ fn a_second_up_with_nothing_changed_restarts_nothing() {
     assert!(second.status.success(), "{}", text(&second));
     assert_eq!(project.containers(), before);
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains("0 of 2 services changed"), "{stdout}");
+    assert!(stdout.contains("0 of 3 services changed"), "{stdout}");
 }
 
 #[test]
@@ -104,7 +105,7 @@ fn changing_one_services_environment_replaces_only_that_service() {
         "the frontend must be replaced"
     );
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains("1 of 2 services changed"), "{stdout}");
+    assert!(stdout.contains("1 of 3 services changed"), "{stdout}");
 }
 
 #[test]
@@ -170,7 +171,7 @@ fn down_removes_only_the_stacks_objects() {
     );
     assert_eq!(
         neighbour.containers().len(),
-        2,
+        3,
         "another stack must be left alone"
     );
 }
@@ -182,7 +183,10 @@ fn status_fails_when_the_stack_is_not_running() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("missing"), "{stdout}");
-    assert!(stdout.contains("not healthy: api, frontend"), "{stdout}");
+    assert!(
+        stdout.contains("not healthy: api, edge, frontend"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -301,22 +305,33 @@ fn ctrl_c_during_up_leaves_no_half_made_containers() {
 }
 
 #[test]
-fn a_failed_replacement_puts_the_previous_container_back() {
+fn a_new_container_that_never_turns_healthy_gets_no_traffic_and_the_old_keeps_serving() {
     build_images();
-    let project = Project::new("putback");
+    let project = Project::new("sick-new");
     assert!(project.run(&["up", "--no-build"]).status.success());
     let before = project.containers();
+    let load = Load::start(
+        LoadTarget {
+            api: project.api_url(""),
+            ui: project.frontend_url(""),
+            https: None,
+        },
+        "sick",
+        2,
+        1,
+    );
 
-    let sick = TestImage::sick_api("dtest-putback-api");
+    let sick = TestImage::sick_api("dtest-sick-new-api");
     let out = project
         .deployer(&["up", "--no-build"])
         .env("DOCKER_IMAGE_BACKEND", &sick.repository)
         .output()
         .unwrap();
+    let report = load.stop();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("the previous one was started again") && stderr.contains("(healthy)"),
+        stderr.contains("the previous api keeps serving, untouched"),
         "{stderr}"
     );
     assert!(
@@ -328,6 +343,13 @@ fn a_failed_replacement_puts_the_previous_container_back() {
         before,
         "the same containers, under their names"
     );
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed: {:#?}",
+        report.failures.len(),
+        report.requests,
+        &report.failures[..report.failures.len().min(20)]
+    );
     let (status, body) = get(
         &project.api_url("/supmit/api/v1.0/get_student_ages/alice"),
         true,
@@ -336,7 +358,7 @@ fn a_failed_replacement_puts_the_previous_container_back() {
 }
 
 #[test]
-fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
+fn ctrl_c_during_a_replacement_removes_the_new_container_and_the_old_keeps_serving() {
     build_images();
     let project = Project::new("sigint-replace");
     assert!(project.run(&["up", "--no-build"]).status.success());
@@ -348,10 +370,10 @@ fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Interrupt while the old frontend is set aside and the new one is
-    // being health-gated.
+    // Interrupt while the new frontend, beside the old, is being
+    // health-gated.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while project.containers().len() < 3 {
+    while project.containers().len() <= before.len() {
         assert!(Instant::now() < deadline, "the replacement never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -366,7 +388,8 @@ fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
         before,
         "the old containers, under their names"
     );
-    // Started again on the interrupt, not waited for: give it a moment.
+    // The old one never stopped; the edge may still be taking the new one
+    // out: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = project.frontend_url("/");
     while !support::answers(&url) {
@@ -378,4 +401,65 @@ fn ctrl_c_during_a_replacement_starts_the_old_container_again() {
     }
     let (status, _) = get(&url, false);
     assert_eq!(status, 200, "the old frontend serves again");
+}
+
+#[test]
+fn up_replaces_every_service_under_load_without_failing_a_request() {
+    build_images();
+    let project = Project::new("zero-downtime");
+    let out = project.run(&["up", "--no-build"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let load = Load::start(
+        LoadTarget {
+            api: project.api_url(""),
+            ui: project.frontend_url(""),
+            https: None,
+        },
+        "zd",
+        4,
+        2,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // Every service's environment changes: the API and the UI are replaced
+    // start-first behind the edge, the edge hands its sockets over.
+    let out = project
+        .deployer(&["up", "--no-build"])
+        .env("API_LOG", "debug")
+        .env("FRONTEND_LOG", "debug")
+        .env("EDGE_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 of 3 services changed"),
+        "{}",
+        text(&out)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed: {:#?}",
+        report.failures.len(),
+        report.requests,
+        &report.failures[..report.failures.len().min(20)]
+    );
+    assert!(
+        report.requests > 200,
+        "too little load: {}",
+        report.requests
+    );
+    assert!(!report.acknowledged.is_empty());
+    for (name, age) in &report.acknowledged {
+        let (status, body) = get(
+            &project.api_url(&format!("/supmit/api/v1.0/get_student_ages/{name}")),
+            true,
+        );
+        assert_eq!((status, body), (200, age.to_string()), "{name}");
+    }
+    eprintln!(
+        "zero-downtime up: {} requests, {} acknowledged writes, 0 failed",
+        report.requests,
+        report.acknowledged.len()
+    );
 }

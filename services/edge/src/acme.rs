@@ -190,6 +190,17 @@ fn http_client(settings: &AcmeSettings) -> anyhow::Result<Box<dyn instant_acme::
                 .with_context(|| format!("using EDGE_ACME_CA_FILE {}", ca.display()))?;
         }
     }
+    if let Some(pem) = &settings.ca_pem {
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading EDGE_ACME_CA_PEM")?;
+        if certs.is_empty() {
+            bail!("EDGE_ACME_CA_PEM holds no certificate");
+        }
+        for cert in certs {
+            roots.add(cert).context("using EDGE_ACME_CA_PEM")?;
+        }
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -69,6 +69,9 @@ pub struct AcmeSettings {
     pub email: Option<String>,
     /// An extra root to trust for the ACME server's own HTTPS (pebble's).
     pub ca_file: Option<PathBuf>,
+    /// The same, as PEM text (`EDGE_ACME_CA_PEM`): for a deploy that cannot
+    /// put a file into the edge's container.
+    pub ca_pem: Option<String>,
     pub cert_dir: PathBuf,
     /// Renew when the certificate has less than this left.
     pub renew_before: Duration,
@@ -217,6 +220,7 @@ fn tls_settings(
                     .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into()),
                 email: var("EDGE_ACME_EMAIL"),
                 ca_file: var("EDGE_ACME_CA_FILE").map(PathBuf::from),
+                ca_pem: var("EDGE_ACME_CA_PEM"),
                 cert_dir: var("EDGE_CERT_DIR")
                     .map_or_else(|| PathBuf::from("/var/lib/edge/certs"), PathBuf::from),
                 renew_before: duration("EDGE_ACME_RENEW_BEFORE", Duration::from_secs(30 * 86400))?,

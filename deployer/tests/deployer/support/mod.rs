@@ -6,6 +6,7 @@
 
 pub mod bare_host;
 pub mod ec2;
+pub mod load;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
