@@ -27,5 +27,6 @@ mod setup;
 mod signal;
 mod stack;
 mod status;
+mod transfer;
 
 pub use engine::Volumes;

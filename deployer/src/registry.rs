@@ -23,6 +23,22 @@ pub struct Registry {
     pub settings: RegistrySettings,
 }
 
+/// Whether a `WWW-Authenticate` challenge asks for a bearer token.
+fn is_bearer(challenge: &str) -> bool {
+    challenge.to_lowercase().starts_with("bearer")
+}
+
+/// One parameter (`realm`, `service`) of a bearer challenge.
+fn challenge_param(challenge: &str, name: &str) -> String {
+    challenge
+        .split(',')
+        .find_map(|part| {
+            let (k, v) = part.trim().trim_start_matches("Bearer ").split_once('=')?;
+            (k.trim() == name).then(|| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_default()
+}
+
 impl Registry {
     pub fn new(settings: RegistrySettings) -> Registry {
         Registry { settings }
@@ -73,6 +89,161 @@ impl Registry {
         }
     }
 
+    /// Asks a token realm (from a `WWW-Authenticate: Bearer` challenge) for
+    /// a token, with the credentials, for `scope` if given. The outer error
+    /// is the network's, the inner one a refusal to send the credentials.
+    async fn token_response(
+        &self,
+        client: &reqwest::Client,
+        challenge: &str,
+        scope: Option<&str>,
+    ) -> Result<anyhow::Result<reqwest::Response>, reqwest::Error> {
+        let realm = challenge_param(challenge, "realm");
+        // Credentials go only to a TLS realm (or one on loopback).
+        let trusted = realm.starts_with("https://")
+            || realm.starts_with("http://localhost")
+            || realm.starts_with("http://127.");
+        if !trusted {
+            return Ok(Err(anyhow!(
+                "the registry {} asks for credentials at {realm:?}, which is not https: refusing \
+                 to send them there",
+                self.settings.server
+            )));
+        }
+        let mut query = vec![("service", challenge_param(challenge, "service"))];
+        if let Some(scope) = scope {
+            query.push(("scope", scope.to_owned()));
+        }
+        client
+            .get(&realm)
+            .query(&query)
+            .basic_auth(
+                &self.settings.username,
+                Some(self.settings.password.expose_secret()),
+            )
+            .send()
+            .await
+            .map(Ok)
+    }
+
+    /// The repository's path in the registry's API (`library/x` for a
+    /// one-part name on Docker Hub).
+    fn api_path(&self, repository: &str) -> String {
+        if self.is_docker_hub() && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository.to_owned()
+        }
+    }
+
+    /// Checks that the user may push to each repository, before a build
+    /// that takes minutes: starts a blob upload there (what a push does
+    /// first) and cancels it. Nothing is written to the registry.
+    pub async fn check_push(&self, repositories: &[&str]) -> anyhow::Result<()> {
+        let server = &self.settings.server;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the HTTP client")?;
+        for repository in repositories {
+            let path = self.api_path(repository);
+            let url = format!("{}/v2/{path}/blobs/uploads/", self.base_url());
+            let unreachable = |e: reqwest::Error| {
+                anyhow!(
+                    "the registry {server} is unreachable ({url}): {}",
+                    crate::errors::root_cause(&e)
+                )
+            };
+            let first = client.post(&url).send().await.map_err(unreachable)?;
+            let challenge = first
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let (response, bearer) = match first.status().as_u16() {
+                401 if is_bearer(&challenge) => {
+                    let scope = format!("repository:{path}:push,pull");
+                    let answer = self
+                        .token_response(&client, &challenge, Some(&scope))
+                        .await
+                        .map_err(unreachable)??;
+                    let token: serde_json::Value = answer.json().await.unwrap_or_default();
+                    let token = token["token"]
+                        .as_str()
+                        .or(token["access_token"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .map_err(unreachable)?;
+                    (response, Some(token))
+                }
+                401 => {
+                    let response = client
+                        .post(&url)
+                        .basic_auth(
+                            &self.settings.username,
+                            Some(self.settings.password.expose_secret()),
+                        )
+                        .send()
+                        .await
+                        .map_err(unreachable)?;
+                    (response, None)
+                }
+                _ => (first, None),
+            };
+            match response.status().as_u16() {
+                202 => {
+                    // Cancel the upload: best effort, registries expire it anyway.
+                    if let Some(location) = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        let location = if location.starts_with('/') {
+                            format!("{}{location}", self.base_url())
+                        } else {
+                            location.to_owned()
+                        };
+                        let cancel = client.delete(&location);
+                        let cancel = match &bearer {
+                            Some(token) => cancel.bearer_auth(token),
+                            None => cancel.basic_auth(
+                                &self.settings.username,
+                                Some(self.settings.password.expose_secret()),
+                            ),
+                        };
+                        let _ = cancel.send().await;
+                    }
+                }
+                405 => bail!(
+                    "the registry {server} does not accept pushes to {path} (405 Method Not \
+                     Allowed: a read-only registry or a mirror): set DOCKER_REGISTRY to one that \
+                     does. Nothing was built or pushed."
+                ),
+                401 | 403 => bail!(
+                    "user {:?} may not push to {}/{path} (the registry answered {}): give it \
+                     write access to that repository, or name one it may push to \
+                     (DOCKER_IMAGE_BACKEND, DOCKER_IMAGE_FRONTEND, DOCKER_IMAGE_EDGE). Nothing \
+                     was built or pushed.",
+                    self.settings.username,
+                    server,
+                    response.status()
+                ),
+                other => bail!(
+                    "the registry {server} answered {other} when asked to start an upload to \
+                     {path}; is DOCKER_REGISTRY right?"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// Asks the registry whether the credentials are good, so a wrong
     /// password or an unreachable registry fails before any build.
     pub async fn check_login(&self) -> anyhow::Result<()> {
@@ -104,39 +275,11 @@ impl Registry {
             .to_owned();
         let status = match response.status().as_u16() {
             200 => return Ok(()),
-            401 if challenge.to_lowercase().starts_with("bearer") => {
+            401 if is_bearer(&challenge) => {
                 // Token auth (Docker Hub): ask the realm for a token.
-                let param = |name: &str| {
-                    challenge
-                        .split(',')
-                        .find_map(|part| {
-                            let (k, v) =
-                                part.trim().trim_start_matches("Bearer ").split_once('=')?;
-                            (k.trim() == name).then(|| v.trim_matches('"').to_owned())
-                        })
-                        .unwrap_or_default()
-                };
-                let realm = param("realm");
-                // Credentials go only to a TLS realm (or one on loopback).
-                let trusted = realm.starts_with("https://")
-                    || realm.starts_with("http://localhost")
-                    || realm.starts_with("http://127.");
-                if !trusted {
-                    bail!(
-                        "the registry {server} asks for credentials at {realm:?}, which is not \
-                         https: refusing to send them there"
-                    );
-                }
-                client
-                    .get(&realm)
-                    .query(&[("service", param("service"))])
-                    .basic_auth(
-                        &self.settings.username,
-                        Some(self.settings.password.expose_secret()),
-                    )
-                    .send()
+                self.token_response(&client, &challenge, None)
                     .await
-                    .map_err(unreachable)?
+                    .map_err(unreachable)??
                     .status()
             }
             401 => client

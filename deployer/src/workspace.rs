@@ -157,14 +157,20 @@ impl Workspace {
 
     /// The registry of the pipeline, or an error saying how to name one.
     pub(crate) fn registry(&self) -> anyhow::Result<Registry> {
-        let settings = self.pipeline.registry.clone().ok_or_else(|| {
+        self.optional_registry().ok_or_else(|| {
             anyhow!(
-                "{} has no `registry:` section: add one naming the server (e.g. \
-                 `server: ${{DOCKER_REGISTRY:-docker.io}}`) and the credential variables",
+                "no registry is configured: set DOCKER_REGISTRY (docker.io for Docker Hub, or \
+                 host[:port]) and DOCKER_USERNAME/DOCKER_PASSWORD; {} names them under \
+                 `registry:`",
                 self.pipeline.path.display()
             )
-        })?;
-        Ok(Registry::new(settings))
+        })
+    }
+
+    /// The registry, if one is configured; without one `deploy` copies the
+    /// images from this machine's Docker to the host's.
+    pub(crate) fn optional_registry(&self) -> Option<Registry> {
+        self.pipeline.registry.clone().map(Registry::new)
     }
 }
 

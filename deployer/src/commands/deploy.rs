@@ -38,9 +38,14 @@ pub async fn run(
     options: &Options,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let registry = workspace.registry()?;
-    if !registry.settings.username.is_empty() {
-        registry.check_login().await?;
+    let registry = workspace.optional_registry();
+    match &registry {
+        Some(registry) if !registry.settings.username.is_empty() => registry.check_login().await?,
+        Some(_) => {}
+        None => progress.println(
+            "no registry configured (DOCKER_REGISTRY is empty): the images go from this \
+             machine's Docker straight to the host",
+        ),
     }
     let tag = match &options.tag {
         Some(tag) => tag.clone(),
@@ -55,8 +60,10 @@ pub async fn run(
         AuditAction::Deploy,
         Some(&tag),
         async |host| {
-            let pulled = host.pull(workspace, &stack, &registry, &tag).await?;
-            host.set_images(pulled);
+            let fetched = host
+                .fetch_images(workspace, &stack, registry.as_ref(), &tag)
+                .await?;
+            host.set_images(fetched);
             let history = host.history().await?;
             if options.data == Data::Reseed {
                 host.reseed(workspace, &stack).await?;
@@ -75,7 +82,9 @@ pub async fn run(
             host.install(workspace, &tag).await?;
             host.record(AuditResult::Ok).await?;
             let kept = host::keep_versions(&history, &tag);
-            let pruned = host.prune_images(workspace, &stack, &registry, &kept).await;
+            let pruned = host
+                .prune_images(workspace, &stack, registry.as_ref(), &kept)
+                .await;
             progress.println(&format!(
                 "images kept on the host for rollback: {} ({pruned} older tags removed)",
                 kept.join(", ")

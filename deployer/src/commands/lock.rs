@@ -19,7 +19,7 @@ pub async fn run(
     verb: Verb,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let (remote, _docker) = host::connect(workspace, flags).await?;
+    let (remote, _docker, _) = host::connect(workspace, flags).await?;
     let result = async {
         let dir = HostDir::open(&remote).await?;
         match verb {

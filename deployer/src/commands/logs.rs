@@ -37,7 +37,7 @@ pub async fn run(
         }
         Some(flags) => {
             let mut stop = StopSignal::install()?;
-            let (remote, docker) = host::connect(workspace, flags).await?;
+            let (remote, docker, _) = host::connect(workspace, flags).await?;
             // Ctrl-C is how `logs -f` ends: close the SSH connection then.
             let result = tokio::select! {
                 result = stream(workspace, &docker, options, progress) => result,

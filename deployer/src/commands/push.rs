@@ -22,6 +22,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = workspace.registry()?;
     registry.check_login().await?;
+    registry.check_push(&workspace.repositories()).await?;
     let docker = workspace.local_docker().await?;
     let pushed = match &options.tag {
         Some(tag) => {

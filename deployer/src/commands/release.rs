@@ -1,6 +1,7 @@
-//! `deployer release`: what CI runs. Check the registry login, build, run
-//! the acceptance checks, push — in that order; nothing is pushed if a
-//! check fails, and a bad password fails before the build.
+//! `deployer release`: what CI runs. Check the registry login and the push
+//! permission, build, run the acceptance checks, push — in that order;
+//! nothing is pushed if a check fails, and a bad password or a repository
+//! the user may not push to fails before the build.
 
 use crate::images;
 use crate::progress::Progress;
@@ -15,9 +16,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = workspace.registry()?;
     registry.check_login().await?;
+    registry.check_push(&workspace.repositories()).await?;
     progress.println(&format!(
-        "registry {}: login as {} accepted",
-        registry.settings.server, registry.settings.username
+        "registry {}: login as {} accepted, and it may push to {}",
+        registry.settings.server,
+        registry.settings.username,
+        workspace.repositories().join(", ")
     ));
     let docker = workspace.local_docker().await?;
     // One version for the whole release: the tree may change while it runs.

@@ -71,7 +71,7 @@ pub async fn run(
             overview(workspace, stack, services, audit, url, edge).await
         }
         Place::Host(flags) => {
-            let (mut remote, docker) = host::connect(workspace, flags).await?;
+            let (mut remote, docker, _) = host::connect(workspace, flags).await?;
             let result = async {
                 let stack = workspace.stack_with(&workspace.pipeline.deploy.env)?;
                 let services = status::read(&docker, &stack).await?;

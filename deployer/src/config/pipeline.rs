@@ -448,11 +448,18 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 Some(v) => text(key, v),
                 None => Ok(String::new()),
             };
-            Some(RegistrySettings {
-                server: text("registry.server", &def.server)?,
-                username: optional("registry.username", &def.username)?,
-                password: optional("registry.password", &def.password)?.into(),
-            })
+            // An empty server (DOCKER_REGISTRY unset) means no registry:
+            // `deploy` then copies the images from this machine's daemon.
+            let server = text("registry.server", &def.server)?;
+            if server.trim().is_empty() {
+                None
+            } else {
+                Some(RegistrySettings {
+                    server,
+                    username: optional("registry.username", &def.username)?,
+                    password: optional("registry.password", &def.password)?.into(),
+                })
+            }
         }
     };
     let deploy = match file.deploy {

@@ -86,21 +86,25 @@ pub(crate) fn target(
     Ok((target, options))
 }
 
-/// Connects to the host and its Docker daemon.
+/// Connects to the host and its Docker daemon; with the host's CPU
+/// architecture.
 pub(crate) async fn connect(
     workspace: &Workspace,
     flags: &HostFlags,
-) -> anyhow::Result<(Remote, Docker)> {
+) -> anyhow::Result<(Remote, Docker, crate::setup::Arch)> {
     let (target, options) = target(workspace, flags)?;
     let mut remote = Remote::connect(&target, &options).await?;
     // Before anything is touched: a host without Docker, with its daemon
     // stopped, or whose user may not use it, is named as such (run `setup`).
-    if let Err(e) = crate::setup::ensure_ready(&remote, &options.docker_socket).await {
-        remote.close().await;
-        return Err(e);
-    }
+    let facts = match crate::setup::ensure_ready(&remote, &options.docker_socket).await {
+        Ok(facts) => facts,
+        Err(e) => {
+            remote.close().await;
+            return Err(e);
+        }
+    };
     match remote.docker(&options.docker_socket).await {
-        Ok(docker) => Ok((remote, docker)),
+        Ok(docker) => Ok((remote, docker, facts.arch)),
         Err(e) => {
             remote.close().await;
             Err(e)

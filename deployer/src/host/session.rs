@@ -15,6 +15,7 @@ use super::{AuditAction, AuditEntry, AuditResult, HostDir, HostFlags, now, who};
 use crate::engine::Engine;
 use crate::progress::Progress;
 use crate::remote::Remote;
+use crate::setup::Arch;
 use crate::signal::StopSignal;
 use crate::workspace::Workspace;
 
@@ -25,6 +26,8 @@ pub(crate) struct LockedHost {
     pub docker: Docker,
     pub dir: HostDir,
     pub engine: Engine,
+    /// The host's CPU architecture, as Docker names it.
+    pub arch: Arch,
     record: Record,
 }
 
@@ -85,7 +88,7 @@ pub(crate) async fn with_locked_host<T>(
     version: Option<&str>,
     steps: impl AsyncFnOnce(&mut LockedHost) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let (remote, docker) = super::connect(workspace, flags).await?;
+    let (remote, docker, arch) = super::connect(workspace, flags).await?;
     progress.println(&format!("connected to {}", remote.target));
     let dir = match HostDir::open(&remote).await {
         Ok(dir) => dir,
@@ -99,6 +102,7 @@ pub(crate) async fn with_locked_host<T>(
         remote,
         docker,
         dir,
+        arch,
         record: Record {
             who: who(workspace),
             action,

@@ -12,28 +12,64 @@ use crate::images;
 use crate::registry::Registry;
 use crate::remote::put_if_changed;
 use crate::stack::Stack;
+use crate::transfer::{self, Copied};
 use crate::workspace::Workspace;
 
 impl LockedHost {
-    /// Pulls the release's images onto the host (the running version serves
-    /// meanwhile); returns their references.
-    pub(crate) async fn pull(
+    /// Puts the release's images on the host while the running version
+    /// serves: pulled from the registry, or, with none configured, copied
+    /// from this machine's Docker (only those the host lacks). Then checks
+    /// they are built for the host's architecture, before anything runs
+    /// them. Returns their references.
+    pub(crate) async fn fetch_images(
         &self,
         workspace: &Workspace,
         stack: &Stack,
-        registry: &Registry,
+        registry: Option<&Registry>,
         tag: &str,
     ) -> anyhow::Result<Vec<String>> {
-        let mut pulled = Vec::new();
+        enum Source<'a> {
+            Registry(&'a Registry),
+            ThisMachine(bollard::Docker),
+        }
+        let source = match registry {
+            Some(registry) => Source::Registry(registry),
+            None => Source::ThisMachine(workspace.local_docker().await?),
+        };
+        let mut fetched = Vec::new();
         for service in workspace.pipeline.built_services(stack) {
             let repository = images::repository(&service.image);
-            pulled.push(
-                registry
-                    .pull(&self.docker, repository, tag, self.engine.progress())
-                    .await?,
-            );
+            let progress = self.engine.progress();
+            let reference = match &source {
+                Source::Registry(registry) => {
+                    registry
+                        .pull(&self.docker, repository, tag, progress)
+                        .await?
+                }
+                Source::ThisMachine(local) => {
+                    let image = format!("{repository}:{tag}");
+                    if transfer::copy_image(local, &self.docker, &image, progress).await?
+                        == Copied::AlreadyThere
+                    {
+                        progress.println(&format!("{image}: already on the host"));
+                    }
+                    image
+                }
+            };
+            let built_for = transfer::architecture(&self.docker, &reference).await?;
+            if built_for != self.arch.to_string() {
+                bail!(
+                    "{reference} is built for {built_for}, but {} is {}: it would not start \
+                     there (\"exec format error\"). Nothing was changed; deploy to an {built_for} \
+                     host, or build the images for {}.",
+                    self.remote.target,
+                    self.arch,
+                    self.arch
+                );
+            }
+            fetched.push(reference);
         }
-        Ok(pulled)
+        Ok(fetched)
     }
 
     /// Replaces the live data files with the seed files, keeping backups.
@@ -148,13 +184,15 @@ impl LockedHost {
         &self,
         workspace: &Workspace,
         stack: &Stack,
-        registry: &Registry,
+        registry: Option<&Registry>,
         keep: &[String],
     ) -> usize {
         let mut removed = 0;
         for service in workspace.pipeline.built_services(stack) {
             let repository = images::repository(&service.image);
-            for name in [repository.to_owned(), registry.name_of(repository)] {
+            let mut names = vec![repository.to_owned()];
+            names.extend(registry.map(|r| r.name_of(repository)));
+            for name in names {
                 let listed = self
                     .docker
                     .list_images(Some(ListImagesOptions {

@@ -10,6 +10,7 @@ use crate::support;
 use std::time::Instant;
 
 use crate::support::ec2::Ec2;
+use crate::support::netns::OtherNetns;
 use crate::support::{TestImage, build_images, text};
 
 /// How long a deploy may take to connect and take the lock: generous, the
@@ -232,6 +233,30 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
         backup.contains("\"frank\""),
         "the backup holds the live data: {backup}"
     );
+
+    // Going public: the API kept to the host's loopback (EC2_API_BIND) is
+    // out of reach from another machine, while the UI, which reaches the API
+    // through the edge's unix socket, still shows the students.
+    let elsewhere = OtherNetns::new();
+    assert!(
+        elsewhere.answers(host.api_port, "/healthz"),
+        "bound to every address first"
+    );
+    let out = env
+        .deployer(&["deploy"])
+        .env("EC2_API_BIND", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !elsewhere.answers(host.api_port, "/healthz"),
+        "the API must not answer another network namespace"
+    );
+    assert!(elsewhere.answers(host.frontend_port, "/healthz"));
+    assert_eq!(get(&api("/supmit/api/v1.0/get_student_ages"), true).0, 200);
+    let (status, page) = get(&format!("http://127.0.0.1:{}/", host.frontend_port), false);
+    assert_eq!(status, 200);
+    assert!(page.contains("carol"), "{page}");
 }
 
 fn ids(env: &Ec2) -> String {
@@ -588,4 +613,84 @@ fn failed_and_refused_deploys_leave_the_running_version_serving() {
         get(&api("/supmit/api/v1.0/get_student_ages/bob"), true).1,
         "13"
     );
+}
+
+#[test]
+fn without_a_registry_deploy_copies_only_the_images_the_host_lacks_and_refuses_a_foreign_architecture()
+ {
+    build_images();
+    let env = Ec2::start();
+    let host = &env.host;
+    let no_registry = |args: &[&str]| {
+        let mut command = env.deployer(args);
+        command
+            .env_remove("DOCKER_REGISTRY")
+            .env_remove("DOCKER_USERNAME")
+            .env_remove("DOCKER_PASSWORD");
+        command.output().unwrap()
+    };
+
+    // An empty host: every image travels through the SSH connection.
+    assert_eq!(host.docker(&["images", "-q"]), "");
+    let started = Instant::now();
+    let out = no_registry(&["deploy"]);
+    let first = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no registry configured"), "{stdout}");
+    assert_eq!(stdout.matches("copied (").count(), 3, "{stdout}");
+    let api = format!(
+        "http://127.0.0.1:{}/supmit/api/v1.0/get_student_ages",
+        host.api_port
+    );
+    assert_eq!(get(&api, true).0, 200);
+
+    // Again: the host has them all, nothing travels.
+    let started = Instant::now();
+    let out = no_registry(&["deploy"]);
+    let again = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("already on the host").count(), 3, "{stdout}");
+    assert!(!stdout.contains("copied ("), "{stdout}");
+    eprintln!("registry-less: first deploy {first:?}, unchanged redeploy {again:?}");
+
+    // Images built for another architecture are refused before they run.
+    let serving = ids(&env);
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY f /f\n",
+    )
+    .unwrap();
+    std::fs::write(context.path().join("f"), "arm64").unwrap();
+    let tag = format!("arch-{}", std::process::id());
+    let built = std::process::Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--platform", "linux/arm64", "-t"])
+        .arg(format!("student-ages-api:{tag}"))
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    for service in ["frontend", "edge"] {
+        support::docker(&[
+            "tag",
+            &format!("student-ages-{service}:latest"),
+            &format!("student-ages-{service}:{tag}"),
+        ]);
+    }
+    let out = no_registry(&["deploy", "--tag", &tag]);
+    for service in ["api", "frontend", "edge"] {
+        support::docker(&["rmi", &format!("student-ages-{service}:{tag}")]);
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("student-ages-api:{tag} is built for arm64"))
+            && stderr.contains("is amd64"),
+        "{stderr}"
+    );
+    assert_eq!(ids(&env), serving, "nothing was changed");
+    assert_eq!(get(&api, true).0, 200);
 }

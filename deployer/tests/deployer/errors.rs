@@ -146,3 +146,44 @@ fn permission_denied_on_the_docker_socket_is_explained() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_registry_that_refuses_pushes_fails_release_before_any_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = support::ec2::Registry::start_read_only(dir.path());
+    let out = deployer()
+        .args(["release", "--allow-dirty"])
+        .env("DOCKER_REGISTRY", &registry.server)
+        .env("DOCKER_USERNAME", &registry.username)
+        .env("DOCKER_PASSWORD", &registry.password)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not accept pushes to student-ages-api")
+            && stderr.contains("Nothing was built or pushed"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("built"),
+        "nothing is built: {}",
+        text(&out)
+    );
+    assert!(!stderr.contains(&registry.password));
+}
+
+#[test]
+fn push_and_release_without_a_registry_say_how_to_name_one() {
+    let out = deployer()
+        .args(["push", "--allow-dirty"])
+        .env_remove("DOCKER_REGISTRY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no registry is configured: set DOCKER_REGISTRY"),
+        "{stderr}"
+    );
+}

@@ -74,6 +74,16 @@ pub struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "")
+    }
+
+    /// A registry in read-only maintenance mode: logins work, pushes are
+    /// refused, as on a pull-through mirror.
+    pub fn start_read_only(dir: &Path) -> Registry {
+        Registry::start_with(dir, "  maintenance:\n    readonly:\n      enabled: true\n")
+    }
+
+    fn start_with(dir: &Path, storage_extra: &str) -> Registry {
         let port = free_port();
         let (username, password) = ("ci".to_owned(), format!("pw-{}", std::process::id()));
         let htpasswd = run("htpasswd", &["-Bbn", &username, &password]);
@@ -82,7 +92,7 @@ impl Registry {
             dir.join("registry.yml"),
             format!(
                 "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                 {storage_extra}http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
                 dir.join("registry").display(),
                 dir.join("htpasswd").display()
             ),

@@ -7,6 +7,7 @@
 pub mod bare_host;
 pub mod ec2;
 pub mod load;
+pub mod netns;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
