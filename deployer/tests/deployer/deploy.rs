@@ -124,7 +124,7 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
     let out = env.deployer(&["deploy"]).output().unwrap();
     let noop_deploy = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 of 2 services changed"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 of 3 services changed"));
     assert_eq!(
         get(&api("/supmit/api/v1.0/get_student_ages/frank"), true).1,
         "15"
@@ -278,16 +278,19 @@ fn deployed_version(env: &Ec2) -> String {
 /// Tags the local images `from` as `to` and pushes that tag.
 fn publish(env: &Ec2, api_image: &str, to: &str) {
     support::docker(&["tag", api_image, &format!("student-ages-api:{to}")]);
-    support::docker(&[
-        "tag",
-        "student-ages-frontend:latest",
-        &format!("student-ages-frontend:{to}"),
-    ]);
+    for service in ["frontend", "edge"] {
+        support::docker(&[
+            "tag",
+            &format!("student-ages-{service}:latest"),
+            &format!("student-ages-{service}:{to}"),
+        ]);
+    }
     let out = env.deployer(&["push", "--tag", to]).output().unwrap();
     support::docker(&[
         "rmi",
         &format!("student-ages-api:{to}"),
         &format!("student-ages-frontend:{to}"),
+        &format!("student-ages-edge:{to}"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
 }
