@@ -47,9 +47,17 @@ impl LoginTokens {
         mac
     }
 
-    /// A new (cookie nonce, form token) pair.
-    pub(crate) fn issue(&self) -> (String, String) {
-        let nonce = random_hex(32);
+    /// A (cookie nonce, form token) pair: for the nonce the browser
+    /// already holds, if it sent one, so that every sign-in page it has
+    /// open (or re-fetched behind its back, say after a redirected
+    /// `/favicon.ico`) stays valid; else for a new one.
+    pub(crate) fn issue(&self, held: Option<&str>) -> (String, String) {
+        let nonce = match held {
+            Some(nonce) if nonce.len() == 64 && nonce.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                nonce.to_owned()
+            }
+            _ => random_hex(32),
+        };
         let token = hex::encode(self.mac(&nonce).finalize().into_bytes());
         (nonce, token)
     }
@@ -87,12 +95,23 @@ mod tests {
     #[test]
     fn a_login_token_is_valid_only_with_its_nonce_and_key() {
         let tokens = LoginTokens::new();
-        let (nonce, token) = tokens.issue();
+        let (nonce, token) = tokens.issue(None);
+        assert_eq!(nonce.len(), 64);
         assert!(tokens.check(Some(&nonce), &token));
+        assert_eq!(
+            tokens.issue(Some(&nonce)),
+            (nonce.clone(), token.clone()),
+            "a held nonce is kept"
+        );
+        assert_ne!(
+            tokens.issue(Some("short")).0,
+            "short",
+            "a malformed one is not"
+        );
         assert!(!tokens.check(None, &token));
         assert!(!tokens.check(Some(&nonce), ""));
         assert!(!tokens.check(Some(&nonce), "not hex"));
-        let (other_nonce, _) = tokens.issue();
+        let (other_nonce, _) = tokens.issue(None);
         assert!(!tokens.check(Some(&other_nonce), &token));
         assert!(
             !LoginTokens::new().check(Some(&nonce), &token),

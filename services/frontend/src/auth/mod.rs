@@ -161,7 +161,8 @@ impl Auth {
 
     /// The sign-in page, with a fresh form token.
     fn login_form(&self, req: &Request, view: LoginView, status: StatusCode) -> Response {
-        let (nonce, token) = self.login_tokens.issue();
+        let held = cookie_value(req, LOGIN_COOKIE);
+        let (nonce, token) = self.login_tokens.issue(held.as_deref());
         let page = LoginPage {
             nav: Nav::default(),
             notice: view.notice,
