@@ -438,7 +438,9 @@ pub(crate) async fn login(
 fn too_many_failures(auth: &Auth, client: IpAddr, retry_after: Duration) -> Response {
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let limits = auth.throttle.limits();
-    tracing::warn!(%client, retry_after = seconds, "sign-in refused: too many failures");
+    // The failures were logged at warn; each refusal after them is not, so
+    // a client hammering the form cannot fill the log twice as fast.
+    tracing::debug!(%client, retry_after = seconds, "sign-in refused: too many failures");
     let wait = if seconds >= 120 {
         format!("{} minutes", seconds.div_ceil(60))
     } else {
