@@ -151,11 +151,12 @@ pub fn ui_login_from_env() -> anyhow::Result<LoginUser> {
 }
 
 fn ui_login_from(var: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<LoginUser> {
-    let username = var("UI_USERNAME")
-        .map(|v| v.to_string_lossy().into_owned())
-        .filter(|u| !u.is_empty());
-    let hash = var("UI_PASSWORD_HASH").map(|v| v.to_string_lossy().into_owned());
-    let password = password_from(&var, "UI")?;
+    // An empty UI_* variable counts as unset, so that docker-compose's
+    // `UI_PASSWORD: ${UI_PASSWORD:-}` means "not configured".
+    let ui_var = |key: &str| var(key).filter(|v| !v.is_empty());
+    let username = ui_var("UI_USERNAME").map(|v| v.to_string_lossy().into_owned());
+    let hash = ui_var("UI_PASSWORD_HASH").map(|v| v.to_string_lossy().into_owned());
+    let password = password_from(&ui_var, "UI")?;
     let Some(username) = username else {
         if hash.is_some() || password.is_some() {
             bail!(
@@ -291,6 +292,20 @@ mod tests {
         .unwrap();
         assert!(user.verify("teacher", "hashed-pw"));
         assert_eq!(user.source, "UI_PASSWORD_HASH");
+    }
+
+    #[test]
+    fn empty_ui_variables_count_as_unset() {
+        let user = ui_login_from(env(&[
+            ("API_USERNAME", "root"),
+            ("API_PASSWORD", "pw"),
+            ("UI_USERNAME", ""),
+            ("UI_PASSWORD", ""),
+            ("UI_PASSWORD_FILE", ""),
+            ("UI_PASSWORD_HASH", ""),
+        ]))
+        .unwrap();
+        assert!(user.verify("root", "pw"));
     }
 
     #[test]
