@@ -1,17 +1,22 @@
 //! The student-ages web UI: a server-rendered page that lists, filters,
 //! adds, changes and deletes students by calling the API server-side (the
 //! browser never sees the API's credentials). Works without JavaScript.
+//! Every page asks for a sign-in first (`auth`), unless configured to
+//! show the list to all, read-only.
 //!
 //! [`run`] serves on a listener it is given until `shutdown` resolves, so
 //! the binary and the tests start the server the same way. `pages` holds
-//! the handlers and templates; `api_client` is how they reach the API, at
-//! the address `api_url` parses.
+//! the handlers and templates; `auth` the sign-in, sessions and CSRF
+//! checks around them; `api_client` is how they reach the API, at the
+//! address `api_url` parses.
 
 mod api_client;
 mod api_url;
+mod auth;
 mod pages;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
@@ -20,6 +25,7 @@ use student_ages_process::ApiCredentials;
 
 use api_client::ApiClient;
 pub use api_url::{ApiUrl, ApiUrlError};
+pub use auth::{Access, CookieSecure, LOGIN_COOKIE, LoginConfig, SESSION_COOKIE};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,19 +37,28 @@ pub struct Config {
     pub api_url: ApiUrl,
     /// The user the API expects.
     pub api_credentials: ApiCredentials,
+    /// Who may sign in, and how.
+    pub login: LoginConfig,
 }
 
-/// The application: pages, form handlers, static files, request log.
+/// The application: pages, form handlers, sign-in, static files, request
+/// log.
 pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> + use<>> {
     let api = ApiClient::new(&config.api_url, config.api_credentials.clone())?;
+    let auth = Arc::new(auth::Auth::new(&config.login));
+    let guard = Arc::clone(&auth);
     Ok(Route::new()
         .at("/", get(pages::index))
         .at("/students", post(pages::save))
         .at("/students/delete", post(pages::delete))
+        .at("/login", get(auth::login_page).post(auth::login))
+        .at("/logout", post(auth::logout))
         .at("/healthz", get(pages::healthz))
         .at("/static/app.css", get(pages::stylesheet))
         .at("/static/app.js", get(pages::script))
         .data(api)
+        .data(auth)
+        .around(move |next, req| auth::guard(Arc::clone(&guard), next, req))
         .around(student_ages_process::log_request))
 }
 
@@ -57,7 +72,14 @@ pub async fn run(
     let address = listener.local_addr()?;
     let app = app(&config).map_err(std::io::Error::other)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
-    tracing::info!(listen = %address, api = %config.api_url, "frontend listening");
+    tracing::info!(
+        listen = %address,
+        api = %config.api_url,
+        ui_user = config.login.user.username(),
+        ui_user_from = config.login.user.source,
+        access = ?config.login.access,
+        "frontend listening"
+    );
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
         .await?;

@@ -5,14 +5,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use student_ages_frontend::{ApiUrl, Config};
-use student_ages_process::ServerArgs;
+use student_ages_frontend::{Access, ApiUrl, Config, CookieSecure, LoginConfig};
+use student_ages_process::{ServerArgs, ThrottleLimits, TrustedProxies};
 
 const ENVIRONMENT: &str = "\
 The API's credentials (environment only, never flags, so they stay out of `ps`):
   API_USERNAME         the user the API requires
   API_PASSWORD         its password, or:
   API_PASSWORD_FILE    a file holding the password (Docker secrets)
+
+Who may sign in to the web UI (environment only; by default the API's user):
+  UI_USERNAME          the user who signs in (without it: API_USERNAME)
+  UI_PASSWORD          its password, or:
+  UI_PASSWORD_FILE     a file holding the password (Docker secrets), or:
+  UI_PASSWORD_HASH     an argon2 PHC string ($argon2id$v=19$...)
 
 Logging: RUST_LOG (default `info`; `warn` drops the per-request lines).
 
@@ -34,6 +40,40 @@ struct Cli {
     /// unix:/path/to/socket for plain HTTP over a unix socket.
     #[arg(long, env = "API_URL", default_value = "http://localhost:5000")]
     api_url: String,
+
+    /// Who may see the list: `login` (every page needs a sign-in) or
+    /// `public-read` (the list is public and read-only; signing in enables
+    /// changes).
+    #[arg(long, env = "UI_ACCESS", value_enum, default_value_t = Access::Login)]
+    ui_access: Access,
+
+    /// How long a session lives unused (8h, 30m, ...).
+    #[arg(long, env = "UI_SESSION_IDLE", default_value = "8h", value_parser = humantime::parse_duration)]
+    ui_session_idle: std::time::Duration,
+
+    /// When the session cookie is `Secure`: `auto` (when the edge says the
+    /// request came over HTTPS, X-Forwarded-Proto: https) or `always`.
+    #[arg(long, env = "UI_COOKIE_SECURE", value_enum, default_value_t = CookieSecure::Auto)]
+    ui_cookie_secure: CookieSecure,
+
+    /// Peers (addresses or networks, comma-separated) whose
+    /// X-Forwarded-For names the client, for the sign-in throttle; put the
+    /// edge's address as the frontend sees it here.
+    #[arg(
+        long,
+        env = "UI_TRUSTED_PROXIES",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    ui_trusted_proxies: TrustedProxies,
+
+    /// Failed sign-ins allowed per client address within the window.
+    #[arg(long, env = "UI_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    ui_login_max_failures: u32,
+
+    /// The window failed sign-ins are counted in, and how long a client
+    /// then waits.
+    #[arg(long, env = "UI_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    ui_login_failure_window: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -46,13 +86,29 @@ fn main() -> ExitCode {
     )
 }
 
-/// Everything checked before the port is taken: credentials, API_URL.
+/// Everything checked before the port is taken: credentials, API_URL,
+/// who may sign in (the password is hashed here, once).
 fn prepare(cli: &Cli) -> anyhow::Result<Config> {
     let api_credentials = student_ages_process::api_credentials_from_env()
         .context("the UI needs the credentials the API expects")?;
     let api_url: ApiUrl = cli.api_url.parse()?;
+    let user =
+        student_ages_process::ui_login_from_env().context("the UI needs a user who may sign in")?;
+    let login = LoginConfig {
+        access: cli.ui_access,
+        session_idle: cli.ui_session_idle,
+        cookie_secure: cli.ui_cookie_secure,
+        trusted_proxies: cli.ui_trusted_proxies.clone(),
+        throttle: ThrottleLimits {
+            max_failures: cli.ui_login_max_failures,
+            window: cli.ui_login_failure_window,
+            ..ThrottleLimits::default()
+        },
+        ..LoginConfig::new(user)
+    };
     Ok(Config {
         api_url,
         api_credentials,
+        login,
     })
 }

@@ -1,15 +1,55 @@
 //! The page handlers: parse the request, call the API, render a template.
 //! Forms follow post/redirect/get; an invalid form is shown again with the
 //! message beside the field and the user's input kept.
+//!
+//! The sign-in guard (`crate::auth`) has run before any handler here: a
+//! form handler only runs for a signed-in user whose CSRF token matched,
+//! and a page knows from [`Nav`] whether to offer the forms.
 
 use askama::Template;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Html, Json, Query, Redirect};
-use poem::{IntoResponse, Response, handler};
+use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use student_ages_rules::{Age, StudentName};
 
 use crate::api_client::{ApiClient, ApiError, Saved};
+use crate::auth::SignedIn;
+
+/// What the header shows of the user: who is signed in and the sign-out
+/// form (with the CSRF token every form on the page carries), or a
+/// sign-in link.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Nav {
+    pub(crate) user: Option<String>,
+    pub(crate) csrf: String,
+    pub(crate) sign_in_link: bool,
+}
+
+impl Nav {
+    pub(crate) fn signed_in(session: &SignedIn) -> Nav {
+        Nav {
+            user: Some(session.username.clone()),
+            csrf: session.csrf.clone(),
+            sign_in_link: false,
+        }
+    }
+
+    pub(crate) fn anonymous(sign_in_link: bool) -> Nav {
+        Nav {
+            user: None,
+            csrf: String::new(),
+            sign_in_link,
+        }
+    }
+
+    /// For the request the guard let through.
+    fn of(req: &Request) -> Nav {
+        req.extensions()
+            .get::<SignedIn>()
+            .map_or_else(|| Nav::anonymous(true), Nav::signed_in)
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct IndexQuery {
@@ -42,6 +82,9 @@ struct Row {
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
+    nav: Nav,
+    /// Signed in: the forms are shown.
+    can_edit: bool,
     notice: Option<String>,
     query: String,
     rows: Vec<Row>,
@@ -56,10 +99,13 @@ struct IndexPage {
 
 #[derive(Template)]
 #[template(path = "error.html")]
-struct ErrorPage {
-    heading: String,
-    detail: String,
-    hint: String,
+pub(crate) struct ErrorPage {
+    pub(crate) nav: Nav,
+    pub(crate) heading: String,
+    pub(crate) detail: String,
+    pub(crate) hint: String,
+    pub(crate) link_href: String,
+    pub(crate) link_text: String,
 }
 
 /// What the add/change form looked like when it was sent back to the user.
@@ -73,7 +119,7 @@ struct FormState {
     form_error: Option<String>,
 }
 
-fn render(template: &impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(template: &impl Template, status: StatusCode) -> Response {
     match template.render() {
         Ok(html) => Html(html).with_status(status).into_response(),
         Err(error) => {
@@ -89,7 +135,7 @@ fn render(template: &impl Template, status: StatusCode) -> Response {
 
 /// The page shown when the API cannot serve us: 502 when it does not
 /// answer, 503 when it answers but refuses or fails.
-fn api_problem(error: &ApiError) -> Response {
+fn api_problem(error: &ApiError, nav: Nav) -> Response {
     tracing::warn!(%error, "API problem");
     let (status, heading, hint) = match error {
         ApiError::Unreachable { .. } => (
@@ -110,14 +156,18 @@ fn api_problem(error: &ApiError) -> Response {
         ),
     };
     let page = ErrorPage {
+        nav,
         heading: heading.into(),
         detail: error.to_string(),
         hint: hint.into(),
+        link_href: "/".into(),
+        link_text: "Try again".into(),
     };
     render(&page, status)
 }
 
 async fn list_page(
+    nav: Nav,
     api: &ApiClient,
     query: &IndexQuery,
     form: FormState,
@@ -125,7 +175,7 @@ async fn list_page(
 ) -> Response {
     let students = match api.list().await {
         Ok(students) => students,
-        Err(error) => return api_problem(&error),
+        Err(error) => return api_problem(&error, nav),
     };
     let needle = query.q.trim().to_lowercase();
     let rows: Vec<Row> = students
@@ -143,6 +193,8 @@ async fn list_page(
         _ => None,
     };
     let page = IndexPage {
+        can_edit: nav.user.is_some(),
+        nav,
         notice,
         query: query.q.clone(),
         shown: rows.len(),
@@ -158,8 +210,19 @@ async fn list_page(
 }
 
 #[handler]
-pub(crate) async fn index(Query(query): Query<IndexQuery>, api: Data<&ApiClient>) -> Response {
-    list_page(&api, &query, FormState::default(), StatusCode::OK).await
+pub(crate) async fn index(
+    req: &Request,
+    Query(query): Query<IndexQuery>,
+    api: Data<&ApiClient>,
+) -> Response {
+    list_page(
+        Nav::of(req),
+        &api,
+        &query,
+        FormState::default(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 fn back_to_list(key: &str, name: &str) -> Response {
@@ -168,7 +231,11 @@ fn back_to_list(key: &str, name: &str) -> Response {
 }
 
 #[handler]
-pub(crate) async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -> Response {
+pub(crate) async fn save(
+    req: &Request,
+    Form(form): Form<StudentForm>,
+    api: Data<&ApiClient>,
+) -> Response {
     let mut state = FormState {
         name: form.name.clone(),
         age: form.age.clone(),
@@ -183,7 +250,7 @@ pub(crate) async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -
             // rules let through (say, an API of another version during a
             // deploy); its message names no field, so it goes above the form.
             Err(ApiError::Invalid(message)) => state.form_error = Some(message),
-            Err(error) => return api_problem(&error),
+            Err(error) => return api_problem(&error, Nav::of(req)),
         },
         (name, age) => {
             state.name_error = name.err().map(|error| error.to_string());
@@ -191,6 +258,7 @@ pub(crate) async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -
         }
     }
     list_page(
+        Nav::of(req),
         &api,
         &IndexQuery::default(),
         state,
@@ -200,7 +268,11 @@ pub(crate) async fn save(Form(form): Form<StudentForm>, api: Data<&ApiClient>) -
 }
 
 #[handler]
-pub(crate) async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) -> Response {
+pub(crate) async fn delete(
+    req: &Request,
+    Form(form): Form<DeleteForm>,
+    api: Data<&ApiClient>,
+) -> Response {
     match api.delete(&form.name).await {
         // Already gone is what the user wanted: say it is deleted.
         Ok(()) | Err(ApiError::NotFound(_)) => back_to_list("deleted", &form.name),
@@ -211,6 +283,7 @@ pub(crate) async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) 
                 ..FormState::default()
             };
             list_page(
+                Nav::of(req),
                 &api,
                 &IndexQuery::default(),
                 state,
@@ -218,7 +291,7 @@ pub(crate) async fn delete(Form(form): Form<DeleteForm>, api: Data<&ApiClient>) 
             )
             .await
         }
-        Err(error) => api_problem(&error),
+        Err(error) => api_problem(&error, Nav::of(req)),
     }
 }
 
@@ -256,6 +329,12 @@ mod tests {
 
     fn page(rows: Vec<(&str, u32)>) -> IndexPage {
         IndexPage {
+            nav: Nav {
+                user: Some("teacher".into()),
+                csrf: "tok3n".into(),
+                sign_in_link: false,
+            },
+            can_edit: true,
             notice: None,
             query: String::new(),
             shown: rows.len(),
@@ -310,5 +389,31 @@ mod tests {
     fn an_empty_list_invites_the_first_student() {
         let html = page(vec![]).render().unwrap();
         assert!(html.contains("No students yet"));
+    }
+
+    #[test]
+    fn every_form_carries_the_csrf_token() {
+        let html = page(vec![("alice", 3)]).render().unwrap();
+        let forms = html.matches("method=\"post\"").count();
+        assert_eq!(forms, 4, "save, delete, add, sign out: {html}");
+        assert_eq!(
+            html.matches("name=\"csrf\" value=\"tok3n\"").count(),
+            forms,
+            "{html}"
+        );
+        assert!(html.contains("teacher"));
+    }
+
+    #[test]
+    fn read_only_hides_every_form() {
+        let mut read_only = page(vec![("alice", 3)]);
+        read_only.nav = Nav::anonymous(true);
+        read_only.can_edit = false;
+        let html = read_only.render().unwrap();
+        assert!(!html.contains("method=\"post\""), "{html}");
+        assert!(
+            html.contains(">alice</td>") && html.contains("href=\"/login\""),
+            "{html}"
+        );
     }
 }

@@ -8,18 +8,26 @@
 //! where `docker stop` sends it), and answer `<binary> healthcheck` for
 //! Docker's `HEALTHCHECK`, since a scratch image has no curl. [`run_server`]
 //! does all of that around the one thing each binary brings: its server.
+//!
+//! Also what guards a sign-in, for the UI now and the API later: who may
+//! sign in ([`LoginUser`]), which address a request came from
+//! ([`TrustedProxies`]), and a per-address limit on failures ([`Throttle`]).
 
 mod cli;
+mod client_addr;
 mod credentials;
 mod healthcheck;
 mod logging;
 mod signals;
+mod throttle;
 
 pub use cli::{ServerArgs, Shutdown, parse_args, run_server};
-pub use credentials::{ApiCredentials, api_credentials_from_env};
+pub use client_addr::TrustedProxies;
+pub use credentials::{ApiCredentials, LoginUser, api_credentials_from_env, ui_login_from_env};
 pub use logging::log_request;
 /// To read the password of [`ApiCredentials`]: `password.expose_secret()`.
-pub use secrecy::ExposeSecret;
+pub use secrecy::{ExposeSecret, SecretString};
+pub use throttle::{Throttle, ThrottleLimits};
 
 use healthcheck::healthcheck;
 use logging::init_logging;

@@ -1,5 +1,6 @@
-//! The real `frontend` binary's `healthcheck` subcommand, which Docker's
-//! HEALTHCHECK runs: healthy when the UI serves and the API answers.
+//! The real `frontend` binary: its `healthcheck` subcommand, which Docker's
+//! HEALTHCHECK runs (healthy when the UI serves and the API answers), and
+//! its sign-in settings read from the environment.
 
 use student_ages_frontend::ApiUrl;
 use student_ages_testkit::{SEED, TestApi};
@@ -25,4 +26,61 @@ fn healthcheck_subcommand_fails_when_the_api_does_not_answer() {
     assert!(!degraded.status.success(), "{degraded:?}");
     let stderr = String::from_utf8_lossy(&degraded.stderr);
     assert!(stderr.contains("503"), "{stderr}");
+}
+
+/// The real binary, configured from the environment as in docker-compose.
+fn frontend_command(api: &TestApi) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_frontend"));
+    command
+        .env_clear()
+        .env("API_URL", &api.base)
+        .env("API_USERNAME", student_ages_testkit::USER)
+        .env("API_PASSWORD", student_ages_testkit::PASSWORD);
+    command
+}
+
+#[test]
+fn a_ui_user_without_a_password_stops_the_start_with_the_variables_named() {
+    let api = TestApi::start(SEED);
+    let output = frontend_command(&api)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("UI_USERNAME", "teacher")
+        .output()
+        .expect("run frontend");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("UI_PASSWORD") && stderr.contains("UI_PASSWORD_HASH"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(student_ages_testkit::PASSWORD), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_asks_for_a_sign_in_by_default_and_takes_ui_access_from_the_environment() {
+    let api = TestApi::start(SEED);
+    let mut command = frontend_command(&api);
+    command
+        .env("UI_USERNAME", "teacher")
+        .env("UI_PASSWORD", "ui-pw-in-env");
+    let server = student_ages_testkit::ServerProcess::spawn(command);
+    let client = crate::helpers::client();
+    let response = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/login");
+    let login = client.get(server.url("/login")).send().await.unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::OK);
+    let args = std::fs::read_to_string(format!("/proc/{}/cmdline", server.pid())).unwrap();
+    assert!(
+        !args.contains("ui-pw-in-env"),
+        "no password in the arguments"
+    );
+    drop(server);
+
+    let mut command = frontend_command(&api);
+    command.env("UI_ACCESS", "public-read");
+    let server = student_ages_testkit::ServerProcess::spawn(command);
+    let response = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(response.text().await.unwrap().contains(">alice</td>"));
 }

@@ -1,6 +1,7 @@
 //! The web UI in a real browser: Debian's headless Chromium, driven through
-//! chromedriver, against the UI and the API served in this process. Saves
-//! screenshots under `target/screenshots/`.
+//! chromedriver, against the UI and the API served in this process: nothing
+//! is shown before signing in; sign in with the keyboard, add a student,
+//! sign out. Saves screenshots under `target/screenshots/`.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
+
+use student_ages_testkit::{PASSWORD, USER};
 
 use crate::helpers::Stack;
 
@@ -73,7 +76,7 @@ fn screenshot_path(name: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn a_student_added_through_the_form_is_listed_in_a_real_browser() {
+async fn sign_in_add_a_student_and_sign_out_in_a_real_browser() {
     // Both rustls providers are compiled into the workspace's test build
     // (ring via reqwest, aws-lc-rs via fantoccini): choose one.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -99,7 +102,27 @@ async fn a_student_added_through_the_form_is_listed_in_a_real_browser() {
         .expect("start a Chromium session");
 
     let result = async {
+        // Signed out, the list sends the browser to the sign-in page.
         browser.goto(&stack.url("/")).await?;
+        browser.wait().for_element(Locator::Css("#login")).await?;
+        let before_url = browser.current_url().await?;
+        let before_rows = browser.find_all(Locator::Css("td.name")).await?.len();
+        std::fs::write(
+            screenshot_path("frontend-login.png"),
+            browser.screenshot().await?,
+        )
+        .unwrap();
+
+        // The keyboard alone signs in: the username field has the focus,
+        // Tab moves to the password, Enter sends the form.
+        let focused = browser.active_element().await?.attr("id").await?;
+        browser
+            .active_element()
+            .await?
+            .send_keys(&format!("{USER}\u{E004}{PASSWORD}\u{E007}"))
+            .await?;
+        browser.wait().for_element(Locator::Css("#add")).await?;
+
         browser
             .find(Locator::Css("#name"))
             .await?
@@ -134,11 +157,55 @@ async fn a_student_added_through_the_form_is_listed_in_a_real_browser() {
             browser.screenshot().await?,
         )
         .unwrap();
-        Ok::<_, fantoccini::error::CmdError>((notice, listed, url))
+
+        // Sign out: back to the sign-in page, and the list is gone.
+        browser.set_window_size(1280, 900).await?;
+        browser
+            .find(Locator::Css("#logout button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Css("#login-notice"))
+            .await?;
+        let signed_out = browser
+            .find(Locator::Css("#login-notice"))
+            .await?
+            .text()
+            .await?;
+        browser.goto(&stack.url("/")).await?;
+        browser.wait().for_element(Locator::Css("#login")).await?;
+        let after_rows = browser.find_all(Locator::Css("td.name")).await?.len();
+        Ok::<_, fantoccini::error::CmdError>((
+            (before_url, before_rows, focused),
+            (notice, listed, url),
+            (signed_out, after_rows),
+        ))
     }
     .await;
+    if result.is_err()
+        && let Ok(png) = browser.screenshot().await
+    {
+        std::fs::write(screenshot_path("frontend-failure.png"), png).unwrap();
+        eprintln!(
+            "at {:?}; screenshot in target/screenshots/frontend-failure.png",
+            browser.current_url().await.map(|u| u.to_string())
+        );
+    }
     browser.close().await.expect("close the browser session");
-    let (notice, listed, url) = result.expect("drive the page");
+    let ((before_url, before_rows, focused), (notice, listed, url), (signed_out, after_rows)) =
+        result.expect("drive the page");
+
+    assert_eq!(before_url.path(), "/login", "signed out, / goes to sign-in");
+    assert_eq!(before_rows, 0, "nothing listed before signing in");
+    assert_eq!(
+        focused.as_deref(),
+        Some("username"),
+        "the username field has the focus"
+    );
+    assert_eq!(signed_out, "You have signed out.");
+    assert_eq!(after_rows, 0, "nothing listed after signing out");
 
     assert_eq!(notice, "Added Zoé Li.");
     assert!(listed.iter().any(|n| n == "Zoé Li"), "listed: {listed:?}");

@@ -7,12 +7,16 @@
 //!   the pages shown when the API is down.
 //! - `api_link`: how the UI reaches the API: over a unix socket, and a read
 //!   retried once after a dropped connection (a write never is).
+//! - `login`: sign-in: no session means no list, the session cookie, CSRF
+//!   refusals, wrong passwords and the throttle, sign-out, expiry, and the
+//!   public read-only list.
 //! - `binary`: the real `frontend` binary's `healthcheck` subcommand.
-//! - `browser`: Debian's headless Chromium, through chromedriver, adds a
-//!   student with the form; saves screenshots under `target/screenshots/`.
+//! - `browser`: Debian's headless Chromium, through chromedriver, sees
+//!   nothing before signing in, signs in, adds a student, signs out; saves screenshots under `target/screenshots/`.
 
 mod api_link;
 mod binary;
 mod browser;
 mod helpers;
+mod login;
 mod pages;

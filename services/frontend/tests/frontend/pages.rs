@@ -1,23 +1,19 @@
-//! The web UI as a browser without JavaScript sees it: plain HTTP against
-//! the UI, which calls a real API.
+//! The web UI as a browser without JavaScript sees it, signed in: plain
+//! HTTP against the UI, which calls a real API.
 
 use reqwest::StatusCode;
 use student_ages_frontend::ApiUrl;
 
 use crate::helpers::{Stack, TestFrontend, client};
 
+/// The page as the signed-in test user sees it.
 async fn page(stack: &Stack, path: &str) -> (StatusCode, String) {
-    let response = client().get(stack.url(path)).send().await.unwrap();
-    (response.status(), response.text().await.unwrap())
+    stack.sign_in().await.page(path).await
 }
 
+/// The form, sent by the signed-in test user with its CSRF token.
 async fn post(stack: &Stack, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-    client()
-        .post(stack.url(path))
-        .form(form)
-        .send()
-        .await
-        .unwrap()
+    stack.sign_in().await.post(path, form).await
 }
 
 #[tokio::test]
@@ -120,8 +116,30 @@ async fn api_down_gives_a_clear_502_page() {
         .unwrap()
         .port();
     let frontend = TestFrontend::start(ApiUrl::Http(format!("http://127.0.0.1:{port}")));
+    // Signing in needs no API; the list does.
+    let (nonce, token) = frontend.login_form().await;
+    let signed_in = client()
+        .post(frontend.url("/login"))
+        .header(
+            "cookie",
+            format!("{}={nonce}", student_ages_frontend::LOGIN_COOKIE),
+        )
+        .form(&[
+            ("username", student_ages_testkit::USER),
+            ("password", student_ages_testkit::PASSWORD),
+            ("csrf", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let session = crate::helpers::set_cookie(&signed_in, student_ages_frontend::SESSION_COOKIE)
+        .expect("signed in");
     let response = client()
         .get(format!("{}/", frontend.base))
+        .header(
+            "cookie",
+            format!("{}={session}", student_ages_frontend::SESSION_COOKIE),
+        )
         .send()
         .await
         .unwrap();

@@ -129,6 +129,14 @@ impl Write for LineWriter<'_> {
 }
 
 #[cfg(test)]
+impl Batch {
+    /// Takes the pending lines, as the logging thread would.
+    pub(super) fn take_for_test(&self) -> String {
+        String::from_utf8(std::mem::take(&mut self.lock().lines)).unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -20,6 +20,8 @@ thread_local! {
 
 /// What the per-request line says.
 pub(super) struct RequestLine<'a> {
+    /// Info, or debug for a successful health probe.
+    pub(super) level: tracing::Level,
     pub(super) method: &'a str,
     pub(super) path: &'a str,
     pub(super) status: u16,
@@ -52,8 +54,9 @@ impl RequestLine<'_> {
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:06}Z  INFO request: method={} path={:?} status={} micros={}",
+            "{:06}Z {:>5} request: method={} path={:?} status={} micros={}",
             since_epoch.subsec_micros(),
+            self.level,
             self.method,
             self.path,
             self.status,
@@ -154,7 +157,14 @@ mod tests {
     #[test]
     fn the_request_line_is_byte_for_byte_what_tracing_writes() {
         let at = UNIX_EPOCH + Duration::from_micros(1_795_892_716_151_468);
+        for level in [tracing::Level::INFO, tracing::Level::DEBUG] {
+            the_request_line_is_what_tracing_writes_at(level, at);
+        }
+    }
+
+    fn the_request_line_is_what_tracing_writes_at(level: tracing::Level, at: SystemTime) {
         let line = RequestLine {
+            level,
             method: "GET",
             path: "/supmit/api/v1.0/student_ages/zo%C3%A9 \"q\"",
             status: 404,
@@ -169,15 +179,26 @@ mod tests {
             .with_ansi(false)
             .with_timer(Fixed("2026-11-28T19:05:16.151468Z"))
             .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::TRACE)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(
-                target: "request",
-                method = %line.method,
-                path = line.path,
-                status = line.status,
-                micros = line.micros,
-            );
+            if level == tracing::Level::DEBUG {
+                tracing::debug!(
+                    target: "request",
+                    method = %line.method,
+                    path = line.path,
+                    status = line.status,
+                    micros = line.micros,
+                );
+            } else {
+                tracing::info!(
+                    target: "request",
+                    method = %line.method,
+                    path = line.path,
+                    status = line.status,
+                    micros = line.micros,
+                );
+            }
         });
         let theirs = String::from_utf8(written.0.lock().unwrap().concat()).unwrap();
         assert_eq!(ours, theirs);

@@ -1,0 +1,501 @@
+//! Sign-in for the web UI: who may see and change the students.
+//!
+//! Every page asks for a session first ([`guard`], around the whole app):
+//! without one, a page redirects to `/login` and a form is refused; with
+//! one, a form must also carry the session's CSRF token or it is refused
+//! with 403. `/healthz`, `/static/*` and the sign-in page itself are open.
+//! With [`Access::PublicRead`] the list is open to all, read-only, and
+//! signing in enables the forms.
+//!
+//! Sessions are in memory (`session`), named by a random 256-bit id in an
+//! HttpOnly, SameSite=Lax cookie that is `Secure` when the request came
+//! over HTTPS (`X-Forwarded-Proto: https` from the edge) or when told to
+//! be. Passwords are checked against an argon2 hash off the async threads;
+//! failures are counted per client address and, past the limit, answered
+//! with 429 and `Retry-After`.
+
+mod csrf;
+mod session;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use cookie::{Cookie, SameSite};
+use poem::http::{Method, StatusCode, header};
+use poem::web::{Data, Form, Query};
+use poem::{Endpoint, IntoResponse, Request, Response, handler};
+use serde::Deserialize;
+use student_ages_process::{LoginUser, Throttle, ThrottleLimits, TrustedProxies};
+
+use crate::pages::{ErrorPage, Nav, render};
+use csrf::{LoginTokens, tokens_match};
+pub(crate) use session::SignedIn;
+use session::{Lookup, Sessions};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "sa_session";
+/// The cookie holding the sign-in form's CSRF nonce.
+pub const LOGIN_COOKIE: &str = "sa_login";
+/// Where the sign-in page is.
+const LOGIN_PATH: &str = "/login";
+/// The largest form body read to find its CSRF token.
+const MAX_FORM: usize = 64 * 1024;
+
+/// Who may see the list without signing in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Access {
+    /// Every page needs a signed-in user (the default).
+    #[default]
+    Login,
+    /// The list is public and read-only; signing in enables changes.
+    PublicRead,
+}
+
+/// When the session cookie is marked `Secure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CookieSecure {
+    /// When the request came over HTTPS: `X-Forwarded-Proto: https`.
+    #[default]
+    Auto,
+    /// Always (the site is only ever reached over HTTPS).
+    Always,
+}
+
+/// How the UI's sign-in behaves.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    /// Who may sign in.
+    pub user: LoginUser,
+    pub access: Access,
+    /// How long a session lives unused.
+    pub session_idle: Duration,
+    pub cookie_secure: CookieSecure,
+    /// Peers whose `X-Forwarded-For` names the client (for the throttle).
+    pub trusted_proxies: TrustedProxies,
+    /// Failed sign-ins allowed per client address.
+    pub throttle: ThrottleLimits,
+}
+
+impl LoginConfig {
+    /// The defaults: sign-in required, 8 h idle sessions, `Secure` over
+    /// HTTPS, loopback proxies trusted, 5 failures per 15 minutes.
+    pub fn new(user: LoginUser) -> LoginConfig {
+        LoginConfig {
+            user,
+            access: Access::Login,
+            session_idle: Duration::from_secs(8 * 3600),
+            cookie_secure: CookieSecure::Auto,
+            trusted_proxies: TrustedProxies::default(),
+            throttle: ThrottleLimits::default(),
+        }
+    }
+}
+
+/// The sign-in state shared by the guard and the handlers.
+pub(crate) struct Auth {
+    user: Arc<LoginUser>,
+    access: Access,
+    cookie_secure: CookieSecure,
+    trusted_proxies: TrustedProxies,
+    sessions: Sessions,
+    throttle: Throttle,
+    login_tokens: LoginTokens,
+}
+
+impl Auth {
+    pub(crate) fn new(config: &LoginConfig) -> Auth {
+        Auth {
+            user: Arc::new(config.user.clone()),
+            access: config.access,
+            cookie_secure: config.cookie_secure,
+            trusted_proxies: config.trusted_proxies.clone(),
+            sessions: Sessions::new(config.session_idle),
+            throttle: Throttle::new(config.throttle),
+            login_tokens: LoginTokens::new(),
+        }
+    }
+
+    fn secure(&self, req: &Request) -> bool {
+        self.cookie_secure == CookieSecure::Always
+            || req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
+
+    fn client(&self, req: &Request) -> IpAddr {
+        self.trusted_proxies
+            .client_of(req)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// `Set-Cookie` for the session cookie; `None` clears it.
+    fn session_cookie(&self, req: &Request, id: Option<&str>) -> String {
+        let mut cookie = Cookie::build((SESSION_COOKIE, id.unwrap_or("").to_owned()))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.secure(req));
+        if id.is_none() {
+            cookie = cookie.max_age(cookie::time::Duration::ZERO);
+        }
+        cookie.build().to_string()
+    }
+
+    /// `Set-Cookie` for the sign-in form's nonce; `None` clears it.
+    fn login_cookie(&self, req: &Request, nonce: Option<&str>) -> String {
+        let mut cookie = Cookie::build((LOGIN_COOKIE, nonce.unwrap_or("").to_owned()))
+            .path(LOGIN_PATH)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(self.secure(req));
+        if nonce.is_none() {
+            cookie = cookie.max_age(cookie::time::Duration::ZERO);
+        }
+        cookie.build().to_string()
+    }
+
+    /// The sign-in page, with a fresh form token.
+    fn login_form(&self, req: &Request, view: LoginView, status: StatusCode) -> Response {
+        let held = cookie_value(req, LOGIN_COOKIE);
+        let (nonce, token) = self.login_tokens.issue(held.as_deref());
+        let page = LoginPage {
+            nav: Nav::default(),
+            notice: view.notice,
+            error: view.error,
+            username: view.username,
+            csrf: token,
+        };
+        let mut response = render(&page, status);
+        append_cookie(&mut response, &self.login_cookie(req, Some(&nonce)));
+        if view.clear_session {
+            append_cookie(&mut response, &self.session_cookie(req, None));
+        }
+        response
+    }
+}
+
+fn append_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = header::HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// The value of the cookie `name`, if the request has it.
+fn cookie_value(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The first value of `field` in a urlencoded form body.
+fn form_field(body: &[u8], field: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == field)
+        .map(|(_, value)| value.into_owned())
+}
+
+fn see_other(location: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .finish()
+}
+
+fn refused(status: StatusCode, heading: &str, detail: &str, hint: &str, nav: Nav) -> Response {
+    let (link_href, link_text) = if nav.user.is_some() {
+        ("/", "Back to the list")
+    } else {
+        (LOGIN_PATH, "Sign in")
+    };
+    render(
+        &ErrorPage {
+            nav,
+            heading: heading.into(),
+            detail: detail.into(),
+            hint: hint.into(),
+            link_href: link_href.into(),
+            link_text: link_text.into(),
+        },
+        status,
+    )
+}
+
+/// Runs around every request: open paths pass; otherwise a session is
+/// looked up, pages without one go to the sign-in page (or, with
+/// [`Access::PublicRead`], are shown read-only), and every form needs a
+/// session and its CSRF token.
+pub(crate) async fn guard<E: Endpoint>(
+    auth: Arc<Auth>,
+    next: Arc<E>,
+    mut req: Request,
+) -> poem::Result<Response> {
+    let path = req.uri().path();
+    if path == "/healthz" || path.starts_with("/static/") || path == LOGIN_PATH {
+        return Ok(call(&*next, req).await);
+    }
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let lookup = auth
+        .sessions
+        .lookup(cookie_value(&req, SESSION_COOKIE).as_deref());
+    let mut response = match lookup {
+        Lookup::Valid(signed_in) => {
+            if changes {
+                let body = match req.take_body().into_bytes_limit(MAX_FORM).await {
+                    Ok(body) => body,
+                    Err(_) => {
+                        return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+                    }
+                };
+                let sent = form_field(&body, "csrf").unwrap_or_default();
+                if !tokens_match(&signed_in.csrf, &sent) {
+                    tracing::warn!(
+                        client = %auth.client(&req),
+                        path = req.uri().path(),
+                        "form without this session's CSRF token refused"
+                    );
+                    return Ok(refused(
+                        StatusCode::FORBIDDEN,
+                        "This form could not be accepted",
+                        "It did not carry this page's security token: it may come from an old \
+                         page, or from another site.",
+                        "Nothing was changed. Go back to the list, reload it, and send the form again.",
+                        Nav::signed_in(&signed_in),
+                    ));
+                }
+                req.set_body(body);
+            }
+            req.extensions_mut().insert(signed_in);
+            call(&*next, req).await
+        }
+        Lookup::Expired => {
+            let mut response = see_other("/login?expired");
+            append_cookie(&mut response, &auth.session_cookie(&req, None));
+            response
+        }
+        Lookup::None if auth.access == Access::PublicRead => {
+            if changes {
+                refused(
+                    StatusCode::FORBIDDEN,
+                    "Sign in to make changes",
+                    "Anyone may read this list, but only a signed-in user may add, change or \
+                     delete students.",
+                    "Nothing was changed. Sign in, then send the form again.",
+                    Nav::anonymous(true),
+                )
+            } else {
+                call(&*next, req).await
+            }
+        }
+        Lookup::None => see_other(LOGIN_PATH),
+    };
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(response)
+}
+
+async fn call<E: Endpoint>(next: &E, req: Request) -> Response {
+    match next.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Nav,
+    notice: Option<String>,
+    error: Option<String>,
+    username: String,
+    csrf: String,
+}
+
+#[derive(Default)]
+struct LoginView {
+    notice: Option<String>,
+    error: Option<String>,
+    username: String,
+    /// Whether to clear a stale session cookie.
+    clear_session: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LoginQuery {
+    expired: Option<String>,
+    signed_out: Option<String>,
+}
+
+/// No `Debug`: it holds a password.
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+const EXPIRED: &str = "Your session expired, sign in again.";
+
+/// The sign-in page; a signed-in user goes to the list.
+#[handler]
+pub(crate) async fn login_page(
+    req: &Request,
+    Query(query): Query<LoginQuery>,
+    auth: Data<&Arc<Auth>>,
+) -> Response {
+    let mut view = LoginView::default();
+    match auth
+        .sessions
+        .lookup(cookie_value(req, SESSION_COOKIE).as_deref())
+    {
+        Lookup::Valid(_) => return see_other("/"),
+        Lookup::Expired => {
+            view.notice = Some(EXPIRED.into());
+            view.clear_session = true;
+        }
+        Lookup::None if query.expired.is_some() => view.notice = Some(EXPIRED.into()),
+        Lookup::None if query.signed_out.is_some() => {
+            view.notice = Some("You have signed out.".into());
+        }
+        Lookup::None => {}
+    }
+    let mut response = auth.login_form(req, view, StatusCode::OK);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Checks the sign-in form: its CSRF token, the client's failures, then
+/// the password (off the async threads). Success starts a new session.
+#[handler]
+pub(crate) async fn login(
+    req: &Request,
+    Form(form): Form<LoginForm>,
+    auth: Data<&Arc<Auth>>,
+) -> Response {
+    let client = auth.client(req);
+    let view = |error: &str| LoginView {
+        error: Some(error.into()),
+        username: form.username.clone(),
+        ..LoginView::default()
+    };
+    let nonce = cookie_value(req, LOGIN_COOKIE);
+    if !auth.login_tokens.check(nonce.as_deref(), &form.csrf) {
+        tracing::warn!(%client, "sign-in form without a valid CSRF token refused");
+        return auth.login_form(
+            req,
+            view(
+                "This sign-in form had expired or did not come from this site. \
+                 Nothing was checked: sign in again.",
+            ),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    if let Err(retry_after) = auth.throttle.check(client) {
+        return too_many_failures(&auth, client, retry_after);
+    }
+    let user = Arc::clone(&auth.user);
+    let (username, password) = (form.username.clone(), form.password);
+    let valid = tokio::task::spawn_blocking(move || user.verify(&username, &password))
+        .await
+        .unwrap_or(false);
+    if !valid {
+        auth.throttle.fail(client);
+        tracing::warn!(%client, "failed sign-in to the web UI: wrong username or password");
+        return auth.login_form(
+            req,
+            view("Wrong username or password."),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    auth.throttle.succeed(client);
+    let session = auth.sessions.create(auth.user.username());
+    tracing::info!(user = %session.username, %client, "signed in to the web UI");
+    let mut response = see_other("/");
+    append_cookie(&mut response, &auth.session_cookie(req, Some(&session.id)));
+    append_cookie(&mut response, &auth.login_cookie(req, None));
+    response
+}
+
+fn too_many_failures(auth: &Auth, client: IpAddr, retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let limits = auth.throttle.limits();
+    // The failures were logged at warn; each refusal after them is not, so
+    // a client hammering the form cannot fill the log twice as fast.
+    tracing::debug!(%client, retry_after = seconds, "sign-in refused: too many failures");
+    let wait = if seconds >= 120 {
+        format!("{} minutes", seconds.div_ceil(60))
+    } else {
+        format!("{seconds} seconds")
+    };
+    let mut response = refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed sign-ins",
+        &format!(
+            "After {} wrong passwords from your address within {}, sign-in is paused for \
+             another {wait}.",
+            limits.max_failures,
+            humantime::format_duration(limits.window)
+        ),
+        "Wait, then sign in again. If the password is lost, whoever runs the site can set a \
+         new one (UI_PASSWORD).",
+        Nav::anonymous(false),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
+}
+
+/// Ends the session (the guard has checked it and its CSRF token).
+#[handler]
+pub(crate) async fn logout(req: &Request, auth: Data<&Arc<Auth>>) -> Response {
+    if let Some(session) = req.extensions().get::<SignedIn>() {
+        auth.sessions.remove(&session.id);
+        tracing::info!(user = %session.username, "signed out of the web UI");
+    }
+    let mut response = see_other("/login?signed_out");
+    append_cookie(&mut response, &auth.session_cookie(req, None));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let req = Request::builder()
+            .header(header::COOKIE, "a=1; sa_session=abc; b=2")
+            .finish();
+        assert_eq!(cookie_value(&req, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&req, LOGIN_COOKIE), None);
+    }
+
+    #[test]
+    fn the_csrf_field_is_read_from_the_form() {
+        assert_eq!(
+            form_field(b"name=bob&age=3&csrf=ab%2Fc", "csrf").as_deref(),
+            Some("ab/c")
+        );
+        assert_eq!(form_field(b"name=bob", "csrf"), None);
+    }
+}
