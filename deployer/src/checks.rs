@@ -37,10 +37,27 @@ pub(crate) async fn run(
         .build()
         .expect("a client without TLS or proxies always builds");
     let mut outcomes = Vec::new();
+    // One sign-in per service and run: each costs the UI a password hash.
+    let mut sessions: HashMap<String, String> = HashMap::new();
     for check in checks {
         let failure = match base_urls.get(&check.service) {
             None => Some(format!("service {} publishes no port", check.service)),
-            Some(base) => run_one(&client, check, base, auth).await.err(),
+            Some(base) => {
+                let session = match (check.login, sessions.get(&check.service)) {
+                    (false, _) => Ok(None),
+                    (true, Some(cookie)) => Ok(Some(cookie.clone())),
+                    (true, None) => sign_in(&client, base, auth).await.map(|cookie| {
+                        sessions.insert(check.service.clone(), cookie.clone());
+                        Some(cookie)
+                    }),
+                };
+                match session {
+                    Ok(cookie) => run_one(&client, check, base, auth, cookie.as_deref())
+                        .await
+                        .err(),
+                    Err(e) => Some(e),
+                }
+            }
         };
         outcomes.push(Outcome {
             name: check.name.clone(),
@@ -50,17 +67,78 @@ pub(crate) async fn run(
     outcomes
 }
 
+/// The cookies a response sets, as a `Cookie` header's `name=value` pairs.
+fn cookies_set(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(|pair| pair.trim().to_owned())
+        .collect()
+}
+
+/// Signs in through the web form at `/login` as a browser would: the
+/// form's CSRF token and cookie, then the user and password posted. The
+/// session cookie(s) it sets, as a `Cookie` header value.
+async fn sign_in(client: &reqwest::Client, base: &str, auth: &Auth) -> Result<String, String> {
+    let url = format!("{base}/login");
+    let form = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("signing in: GET {url}: {e}"))?;
+    if form.status() != reqwest::StatusCode::OK {
+        return Err(format!(
+            "signing in: GET /login answered {}, not the login form",
+            form.status()
+        ));
+    }
+    let form_cookies = cookies_set(&form);
+    let page = form.text().await.unwrap_or_default();
+    let csrf = page
+        .split_once(r#"name="csrf" value=""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(token, _)| token.to_owned())
+        .ok_or("signing in: the login form has no csrf field")?;
+    let answer = client
+        .post(&url)
+        .header(reqwest::header::COOKIE, form_cookies.join("; "))
+        .form(&[
+            ("username", auth.username.as_str()),
+            ("password", auth.password.expose_secret()),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("signing in: POST {url}: {e}"))?;
+    let session = cookies_set(&answer);
+    match answer.status().as_u16() {
+        303 | 302 if !session.is_empty() => Ok(session.join("; ")),
+        401 => Err(format!(
+            "signing in: the user {:?} was refused (test.auth's user must be one the UI accepts)",
+            auth.username
+        )),
+        other => Err(format!("signing in: POST /login answered {other}")),
+    }
+}
+
 async fn run_one(
     client: &reqwest::Client,
     check: &Check,
     base: &str,
     auth: &Auth,
+    session: Option<&str>,
 ) -> Result<(), String> {
     let url = format!("{base}{}", check.path);
     let method = reqwest::Method::from_bytes(check.method.as_bytes()).map_err(|e| e.to_string())?;
     let mut request = client.request(method, &url);
     if check.auth {
         request = request.basic_auth(&auth.username, Some(auth.password.expose_secret()));
+    }
+    if let Some(cookie) = session {
+        request = request.header(reqwest::header::COOKIE, cookie);
     }
     if let Some(body) = &check.body {
         request = request.json(body);

@@ -127,6 +127,9 @@ struct CheckDef {
     request: String,
     #[serde(default)]
     auth: bool,
+    /// Sign in through the service's login form first.
+    #[serde(default)]
+    login: bool,
     body: Option<serde_json::Value>,
     expect: ExpectDef,
     /// Also run after a deploy, against the live host (default: for reads).
@@ -293,6 +296,9 @@ pub struct Check {
     pub method: String,
     pub path: String,
     pub auth: bool,
+    /// Sign in through the web form at `/login` (with `test.auth`'s user)
+    /// and send the session cookie.
+    pub login: bool,
     pub body: Option<serde_json::Value>,
     pub status: u16,
     /// JSON pointer (`/student_ages/alice`) → expected value.
@@ -421,6 +427,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 method: method.to_owned(),
                 path: text(&key("request"), check_path)?,
                 auth: def.auth,
+                login: def.login,
                 body: def.body,
                 status: def.expect.status,
                 json: def.expect.json.into_iter().collect(),
