@@ -7,12 +7,14 @@
 //! with tracing, stop cleanly on SIGTERM (they are PID 1 in a scratch image,
 //! where `docker stop` sends it), and answer `<binary> healthcheck` for
 //! Docker's `HEALTHCHECK`, since a scratch image has no curl. [`run_server`]
-//! does all of that around the one thing each binary brings: its server.
+//! does all of that around the one thing each binary brings: its server,
+//! which [`serve`] runs with the connection limits both share.
 
 mod cli;
 mod credentials;
 mod healthcheck;
 mod logging;
+mod server;
 mod signals;
 
 pub use cli::{ServerArgs, Shutdown, parse_args, run_server};
@@ -20,6 +22,7 @@ pub use credentials::{ApiCredentials, api_credentials_from_env};
 pub use logging::log_request;
 /// To read the password of [`ApiCredentials`]: `password.expose_secret()`.
 pub use secrecy::ExposeSecret;
+pub use server::{ServerLimits, serve};
 
 use healthcheck::healthcheck;
 use logging::init_logging;
