@@ -259,12 +259,15 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens the data file, refusing it if it is missing, unreadable or
-    /// malformed, removes temp files a killed writer left, and starts the
-    /// writer thread.
+    /// malformed, removes temp files a killed writer left (when the
+    /// directory is writable), and starts the writer thread.
     pub fn open(path: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let path = path.into();
         let snapshot = Snapshot::read(&path)?;
-        remove_stale_temp_files(&path)?;
+        // A read-only volume still serves reads (`/healthz` says degraded).
+        if let Err(error) = remove_stale_temp_files(&path) {
+            tracing::warn!(%error, "cannot look for temp files a killed writer left");
+        }
         let shared = Arc::new(Shared {
             path,
             current: RwLock::new(Arc::new(snapshot)),
