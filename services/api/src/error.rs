@@ -10,6 +10,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 use student_ages_rules::{AgeError, NameError};
 
+use crate::store::StoreError;
+
 /// The realm announced in `WWW-Authenticate`, so browsers and curl prompt.
 pub(crate) const AUTH_CHALLENGE: &str = "Basic realm=\"student-ages\", charset=\"UTF-8\"";
 
@@ -36,6 +38,9 @@ pub(crate) enum ApiError {
     /// No such student.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The change was written but its durability is unconfirmed.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
     /// The data file could not be read or written.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -52,7 +57,13 @@ impl ApiError {
         ApiError::NotFound(body("Not found"))
     }
 
-    pub(crate) fn unavailable(error: &impl std::fmt::Display) -> Self {
+    /// A store failure: 500 when the change is in place but its
+    /// durability unconfirmed (the message says so), 503 otherwise.
+    pub(crate) fn store(error: &StoreError) -> Self {
+        if error.change_is_in_place() {
+            tracing::error!(%error, "change in place, durability unconfirmed");
+            return ApiError::Internal(body(error.to_string()));
+        }
         tracing::error!(%error, "data file unavailable");
         ApiError::Unavailable(body(error.to_string()))
     }
@@ -70,6 +81,11 @@ impl From<AgeError> for ApiError {
     fn from(error: AgeError) -> Self {
         ApiError::BadRequest(body(error.to_string()))
     }
+}
+
+/// A one-student path with no name: the rules' own message, as a 400.
+pub(crate) fn empty_name() -> poem::Error {
+    poem::Error::from_string(NameError::Empty.to_string(), StatusCode::BAD_REQUEST)
 }
 
 /// Maps an error raised outside our handlers to the JSON error shape.

@@ -17,21 +17,17 @@ mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::http::Method;
-use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 use student_ages_process::ApiCredentials;
+pub use student_ages_process::ServerLimits;
 
 pub use store::{Store, StoreError};
 
 /// The largest request body accepted, in bytes: a `{"age": N}` is tiny.
 const MAX_BODY_BYTES: usize = 4 * 1024;
-
-/// How long shutdown waits for in-flight requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -48,9 +44,12 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
              every error is JSON {\"error\": \"...\"}.",
         )
         .server("/");
+    // The docs page and document are large and static: compressed when the
+    // client accepts it. The API's own answers are small and stay as they are.
     let docs = Route::new()
         .nest("/docs", api.swagger_ui())
-        .at("/openapi.json", api.spec_endpoint());
+        .at("/openapi.json", api.spec_endpoint())
+        .with(poem::middleware::Compression::new());
     let credentials = Arc::new(config.credentials);
     Dispatch {
         list: routes::ListRead::new(store.clone(), Arc::clone(&credentials)),
@@ -60,6 +59,7 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
     .data(store)
     .data(credentials)
     .around(limit_body)
+    .around(limit_head)
     .catch_all_error(|error| async move { error::framework_error(error) })
     .around(student_ages_process::log_request)
 }
@@ -80,7 +80,10 @@ impl<A: Endpoint, D: Endpoint> Endpoint for Dispatch<A, D> {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
         if path == routes::LIST_PATH && req.method() == Method::GET {
-            self.list.answer(&req)
+            self.list.answer(&req).await
+        } else if routes::NAMELESS_PATHS.contains(&path) {
+            // A student path with the name left out: say so, not 404.
+            Err(error::empty_name())
         } else if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
             self.docs.call(req).await.map(IntoResponse::into_response)
         } else {
@@ -90,26 +93,66 @@ impl<A: Endpoint, D: Endpoint> Endpoint for Dispatch<A, D> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests (and so their writes) before returning.
+/// in-flight requests (and so their writes) before returning, within the
+/// default [`ServerLimits`].
 pub async fn run(
     listener: std::net::TcpListener,
     store: Store,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
+    run_with_limits(listener, store, config, ServerLimits::default(), shutdown).await
+}
+
+/// [`run`] with other connection limits (tests shorten the timeouts).
+pub async fn run_with_limits(
+    listener: std::net::TcpListener,
+    store: Store,
+    config: Config,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
     tracing::info!(listen = %address, data_file = %store.path().display(), "api listening");
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(store, config), shutdown, Some(SHUTDOWN_GRACE))
-        .await?;
+    student_ages_process::serve(listener, app(store, config), limits, shutdown).await?;
     tracing::info!("api stopped");
     Ok(())
 }
 
+/// The longest request target accepted, in bytes.
+const MAX_URI_BYTES: usize = 2048;
+/// The most header bytes (names and values) accepted.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Refuses a request target or headers larger than this API needs, with a
+/// JSON 414 or 431, well below the sizes at which hyper itself answers
+/// (with an empty body, before any of this code runs).
+async fn limit_head<E: Endpoint>(next: E, req: Request) -> poem::Result<E::Output> {
+    use poem::http::StatusCode;
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Err(poem::Error::from_string(
+            format!("the request URL is longer than {MAX_URI_BYTES} bytes"),
+            StatusCode::URI_TOO_LONG,
+        ));
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return Err(poem::Error::from_string(
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ));
+    }
+    next.call(req).await
+}
+
 /// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so, whether
-/// or not the client sent a `Content-Length`.
+/// or not the client sent a `Content-Length`; a body that cannot be read
+/// (malformed chunked encoding, a client gone) is a 400 that says that.
 async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::Output> {
     let too_large = || {
         poem::Error::from_string(
@@ -129,7 +172,14 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::O
             .take_body()
             .into_bytes_limit(MAX_BODY_BYTES)
             .await
-            .map_err(|_| too_large())?;
+            .map_err(|error| match error {
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                _ => poem::Error::from_string(
+                    "the request body could not be read (malformed chunked encoding?); \
+                     send it again with a Content-Length",
+                    poem::http::StatusCode::BAD_REQUEST,
+                ),
+            })?;
         req.set_body(bytes);
     }
     next.call(req).await

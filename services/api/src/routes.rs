@@ -25,10 +25,17 @@ use student_ages_process::ApiCredentials;
 
 use crate::auth::{self, ApiAuth};
 use crate::error::ApiError;
-use crate::store::{Change, Outcome, Store};
+use crate::store::{Change, Health as StoreHealth, Outcome, Reason, Store};
 
 /// The original service's list path.
 pub(crate) const LIST_PATH: &str = "/supmit/api/v1.0/get_student_ages";
+
+/// The one-student paths with the name left out, which get a 400 saying
+/// the name is empty rather than a 404.
+pub(crate) const NAMELESS_PATHS: [&str; 2] = [
+    "/supmit/api/v1.0/get_student_ages/",
+    "/supmit/api/v1.0/student_ages/",
+];
 
 #[derive(Tags)]
 enum Tag {
@@ -123,19 +130,26 @@ enum Deleted {
     Deleted,
 }
 
+/// The service's health: `ok`, `degraded` (reads work, writes would
+/// fail) or `unavailable`, with a reason code when not `ok`.
 #[derive(Debug, Object)]
+#[oai(read_only_all)]
 struct Health {
+    /// `ok`, `degraded` or `unavailable`.
     status: String,
+    /// Why not `ok`: `data_file_missing`, `data_file_unreadable`,
+    /// `data_file_invalid`, `data_file_stuck`, `data_file_read_only`,
+    /// `data_dir_not_writable` or `lock_file_not_writable`.
     #[oai(skip_serializing_if_is_none)]
-    error: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(ApiResponse)]
 enum HealthResponse {
-    /// The data file is readable.
+    /// The data file is readable (`ok`), maybe not writable (`degraded`).
     #[oai(status = 200)]
     Ok(Json<Health>),
-    /// The data file cannot be read.
+    /// The data file cannot be read, or did not answer in time.
     #[oai(status = 503)]
     Unavailable(Json<Health>),
 }
@@ -143,8 +157,8 @@ enum HealthResponse {
 pub(crate) struct Api;
 
 /// Every student's age: the body of the list read, however it is routed.
-fn list(store: &Store) -> Result<List, ApiError> {
-    let snapshot = store.snapshot().map_err(|e| ApiError::unavailable(&e))?;
+async fn list(store: &Store) -> Result<List, ApiError> {
+    let snapshot = store.snapshot().await.map_err(|e| ApiError::store(&e))?;
     Ok(List::Ok(StudentAgesJson::new(snapshot.json())))
 }
 
@@ -161,18 +175,18 @@ impl ListRead {
         ListRead { store, credentials }
     }
 
-    pub(crate) fn answer(&self, req: &Request) -> poem::Result<Response> {
+    pub(crate) async fn answer(&self, req: &Request) -> poem::Result<Response> {
         if !auth::allows(req, &self.credentials) {
             // What the security scheme raises; mapped to the JSON 401 with
             // its challenge by `framework_error`, as for every route.
             return Err(poem::Error::from_status(StatusCode::UNAUTHORIZED));
         }
-        Ok(list(&self.store)?.into_response())
+        Ok(list(&self.store).await?.into_response())
     }
 }
 
-fn age_of(store: &Store, name: &StudentName) -> Result<u32, ApiError> {
-    let snapshot = store.snapshot().map_err(|e| ApiError::unavailable(&e))?;
+async fn age_of(store: &Store, name: &StudentName) -> Result<u32, ApiError> {
+    let snapshot = store.snapshot().await.map_err(|e| ApiError::store(&e))?;
     snapshot
         .students
         .get(name.as_str())
@@ -189,7 +203,7 @@ impl Api {
         tag = "Tag::Legacy"
     )]
     async fn list(&self, _auth: ApiAuth, store: Data<&Store>) -> Result<List, ApiError> {
-        list(&store)
+        list(&store).await
     }
 
     /// One student's age, as a bare number in plain text
@@ -205,7 +219,9 @@ impl Api {
         name: Path<String>,
     ) -> Result<PlainText<String>, ApiError> {
         let name = StudentName::parse(&name)?;
-        age_of(&store, &name).map(|age| PlainText(age.to_string()))
+        age_of(&store, &name)
+            .await
+            .map(|age| PlainText(age.to_string()))
     }
 
     /// One student
@@ -221,7 +237,7 @@ impl Api {
         name: Path<String>,
     ) -> Result<Json<Student>, ApiError> {
         let name = StudentName::try_from(name.0)?;
-        let age = age_of(&store, &name)?;
+        let age = age_of(&store, &name).await?;
         Ok(Json(Student {
             name: name.into_string(),
             age,
@@ -252,7 +268,7 @@ impl Api {
         match store.apply(Change::Put { name, age }).await {
             Ok(Outcome::Created) => Ok(Put::Created(student)),
             Ok(_) => Ok(Put::Updated(student)),
-            Err(e) => Err(ApiError::unavailable(&e)),
+            Err(e) => Err(ApiError::store(&e)),
         }
     }
 
@@ -272,22 +288,26 @@ impl Api {
         match store.apply(Change::Delete { name }).await {
             Ok(Outcome::NotFound) => Err(ApiError::not_found()),
             Ok(_) => Ok(Deleted::Deleted),
-            Err(e) => Err(ApiError::unavailable(&e)),
+            Err(e) => Err(ApiError::store(&e)),
         }
     }
 
-    /// Health: 200 when the data file is readable, 503 otherwise (no auth)
+    /// Health: 200 `ok` or `degraded` (read-only) with a reason code, 503
+    /// `unavailable` when the data file cannot be read (no auth)
     #[oai(path = "/healthz", method = "get", tag = "Tag::Health")]
     async fn healthz(&self, store: Data<&Store>) -> HealthResponse {
-        match store.check() {
-            Ok(()) => HealthResponse::Ok(Json(Health {
-                status: "ok".into(),
-                error: None,
-            })),
-            Err(error) => HealthResponse::Unavailable(Json(Health {
-                status: "unavailable".into(),
-                error: Some(error.to_string()),
-            })),
+        let health = |status: &str, reason: Option<Reason>| {
+            Json(Health {
+                status: status.to_owned(),
+                reason: reason.map(|r| r.code().to_owned()),
+            })
+        };
+        match store.health().await {
+            StoreHealth::Ok => HealthResponse::Ok(health("ok", None)),
+            StoreHealth::Degraded(reason) => HealthResponse::Ok(health("degraded", Some(reason))),
+            StoreHealth::Unavailable(reason) => {
+                HealthResponse::Unavailable(health("unavailable", Some(reason)))
+            }
         }
     }
 }

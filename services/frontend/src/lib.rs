@@ -17,18 +17,14 @@ mod pages;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
+use poem::{Endpoint, EndpointExt, Response, Route, get, post};
 use student_ages_process::ApiCredentials;
+pub use student_ages_process::ServerLimits;
 
 use api_client::ApiClient;
 pub use api_url::{ApiUrl, ApiUrlError};
 pub use auth::{Access, CookieSecure, LOGIN_COOKIE, LoginConfig, SESSION_COOKIE};
-
-/// How long shutdown waits for in-flight requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -62,16 +58,25 @@ pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> 
         .around(student_ages_process::log_request))
 }
 
-/// Serves the UI on `listener` until `shutdown` resolves.
+/// Serves the UI on `listener` until `shutdown` resolves, within the
+/// default [`ServerLimits`] (the same as the API's).
 pub async fn run(
     listener: std::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
+    run_with_limits(listener, config, ServerLimits::default(), shutdown).await
+}
+
+/// [`run`] with other connection limits (tests shorten the timeouts).
+pub async fn run_with_limits(
+    listener: std::net::TcpListener,
+    config: Config,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let address = listener.local_addr()?;
     let app = app(&config).map_err(std::io::Error::other)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
     tracing::info!(
         listen = %address,
         api = %config.api_url,
@@ -80,9 +85,7 @@ pub async fn run(
         access = ?config.login.access,
         "frontend listening"
     );
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
-        .await?;
+    student_ages_process::serve(listener, app, limits, shutdown).await?;
     tracing::info!("frontend stopped");
     Ok(())
 }

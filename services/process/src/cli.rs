@@ -92,14 +92,16 @@ where
     let listener = std::net::TcpListener::bind(&args.listen_addr)
         .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", args.listen_addr))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let shutdown: Shutdown = Box::pin(
             crate::shutdown_signal().context("cannot install the SIGTERM and SIGINT handlers")?,
         );
         serve(prepared, listener, shutdown).await?;
         anyhow::Ok(())
-    })?;
-    Ok(())
+    });
+    // A blocking task stuck on a hung file must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 #[cfg(test)]

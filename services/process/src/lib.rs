@@ -7,7 +7,8 @@
 //! with tracing, stop cleanly on SIGTERM (they are PID 1 in a scratch image,
 //! where `docker stop` sends it), and answer `<binary> healthcheck` for
 //! Docker's `HEALTHCHECK`, since a scratch image has no curl. [`run_server`]
-//! does all of that around the one thing each binary brings: its server.
+//! does all of that around the one thing each binary brings: its server,
+//! which [`serve`] runs with the connection limits both share.
 //!
 //! Also what guards a sign-in, for the UI now and the API later: who may
 //! sign in ([`LoginUser`]), which address a request came from
@@ -18,6 +19,7 @@ mod client_addr;
 mod credentials;
 mod healthcheck;
 mod logging;
+mod server;
 mod signals;
 mod throttle;
 
@@ -27,6 +29,7 @@ pub use credentials::{ApiCredentials, LoginUser, api_credentials_from_env, ui_lo
 pub use logging::log_request;
 /// To read the password of [`ApiCredentials`]: `password.expose_secret()`.
 pub use secrecy::{ExposeSecret, SecretString};
+pub use server::{ServerLimits, serve};
 pub use throttle::{Throttle, ThrottleLimits};
 
 use healthcheck::healthcheck;

@@ -11,14 +11,18 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 /// The longest name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// The oldest age accepted.
 pub const MAX_AGE: u32 = 150;
 
 /// A valid student name: non-empty, at most [`MAX_NAME_CHARS`] characters,
-/// no `/`, no control characters, no leading or trailing spaces. Kept
-/// exactly as given.
+/// no `/`, no control characters, no invisible or bidirectional-control
+/// characters (zero-width space, right-to-left override, ...), no leading or
+/// trailing spaces. Normalised to Unicode NFC, so "zoé" typed with a
+/// combining accent and "zoé" typed precomposed are one student.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StudentName(String);
 
@@ -38,28 +42,44 @@ pub enum NameError {
     Control(char),
     #[error("the student name must not start or end with spaces")]
     Padded,
+    #[error(
+        "the student name must not contain invisible or text-direction characters \
+         (found U+{:04X})",
+        u32::from(*.0)
+    )]
+    Invisible(char),
+}
+
+/// Characters that change how a name looks or reads without being seen:
+/// zero-width and formatting characters, bidirectional controls, and
+/// default-ignorables. (Control characters are refused on their own.)
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'                  // soft hyphen
+            | '\u{034F}'            // combining grapheme joiner
+            | '\u{061C}'            // Arabic letter mark
+            | '\u{115F}'..='\u{1160}' // Hangul fillers
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}' // Mongolian selectors and vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides (RLO)
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
+            | '\u{3164}'            // Hangul filler
+            | '\u{FE00}'..='\u{FE0F}' // variation selectors
+            | '\u{FEFF}'            // zero-width no-break space (BOM)
+            | '\u{FFA0}'            // halfwidth Hangul filler
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}' // tags, variation selectors supplement
+    )
 }
 
 impl StudentName {
-    /// Checks a name; names are stored exactly as given.
+    /// Checks a name and normalises it to NFC.
     pub fn parse(name: &str) -> Result<StudentName, NameError> {
-        if name.trim().is_empty() {
-            return Err(NameError::Empty);
-        }
-        let chars = name.chars().count();
-        if chars > MAX_NAME_CHARS {
-            return Err(NameError::TooLong { chars });
-        }
-        if name.contains('/') {
-            return Err(NameError::Slash);
-        }
-        if let Some(c) = name.chars().find(|c| c.is_control()) {
-            return Err(NameError::Control(c));
-        }
-        if name != name.trim() {
-            return Err(NameError::Padded);
-        }
-        Ok(StudentName(name.to_owned()))
+        check(name)?;
+        Ok(StudentName(normalized(name)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -71,12 +91,53 @@ impl StudentName {
     }
 }
 
+/// The rules, on the name as given.
+fn check(name: &str) -> Result<(), NameError> {
+    if name.trim().is_empty() {
+        return Err(NameError::Empty);
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(NameError::TooLong { chars });
+    }
+    if name.contains('/') {
+        return Err(NameError::Slash);
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(NameError::Control(c));
+    }
+    if let Some(c) = name.chars().find(|c| is_invisible(*c)) {
+        return Err(NameError::Invisible(c));
+    }
+    if name != name.trim() {
+        return Err(NameError::Padded);
+    }
+    Ok(())
+}
+
+/// `name` in NFC (a quick check first: most names already are).
+fn normalized(name: &str) -> String {
+    if unicode_normalization::is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes
+    {
+        name.to_owned()
+    } else {
+        name.nfc().collect()
+    }
+}
+
 impl TryFrom<String> for StudentName {
     type Error = NameError;
 
     fn try_from(name: String) -> Result<StudentName, NameError> {
-        // Parse borrows; keep the caller's allocation when it is valid.
-        StudentName::parse(&name).map(|_| StudentName(name))
+        check(&name)?;
+        // Keep the caller's allocation when it is already NFC.
+        if unicode_normalization::is_nfc_quick(name.chars())
+            == unicode_normalization::IsNormalized::Yes
+        {
+            Ok(StudentName(name))
+        } else {
+            Ok(StudentName(name.nfc().collect()))
+        }
     }
 }
 
@@ -261,6 +322,36 @@ mod tests {
             let error = Age::from_json(&bad).unwrap_err();
             assert!(matches!(error, AgeError::NotWhole { .. }), "{bad}");
             assert!(error.to_string().contains("whole number"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_normalised_to_nfc_and_unicode_names_keep_working() {
+        let decomposed = "zoe\u{301}";
+        assert_eq!(StudentName::parse(decomposed).unwrap().as_str(), "zo\u{e9}");
+        assert_eq!(
+            StudentName::try_from(decomposed.to_owned())
+                .unwrap()
+                .as_str(),
+            "zo\u{e9}"
+        );
+        for ok in ["李", "Ελένη", "محمد", "Zoë-Ann", "O'Brien"] {
+            assert_eq!(StudentName::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn invisible_and_bidi_control_characters_are_refused() {
+        for (bad, c) in [
+            ("a\u{200B}b", '\u{200B}'),
+            ("evil\u{202E}gnp", '\u{202E}'),
+            ("\u{FEFF}bom", '\u{FEFF}'),
+            ("x\u{2066}y", '\u{2066}'),
+            ("a\u{00AD}b", '\u{00AD}'),
+        ] {
+            let error = StudentName::parse(bad).unwrap_err();
+            assert_eq!(error, NameError::Invisible(c), "{bad:?}");
+            assert!(error.to_string().contains("invisible"), "{error}");
         }
     }
 }

@@ -2,6 +2,20 @@
 //! name → age, sorted by name), how a version of it is recognised, how it
 //! is replaced durably, and the lock that serializes writers across
 //! processes.
+//!
+//! What a load accepts: every name and age must pass the API's own rules
+//! (`student_ages_rules`), names in Unicode NFC, each name once. A file that
+//! breaks them is refused at load, naming the file, the student and the
+//! line, and is never rewritten: every student the API serves can then also
+//! be changed and deleted through it.
+//!
+//! How a write treats the file: a symlinked data file is followed (the
+//! target is replaced, atomically, through a temp file in the target's own
+//! directory, and the link stays); the new file keeps the old one's mode and
+//! owner; a file without its owner's write bit (0444) is refused, not
+//! replaced; temp files have unique names (`.<file>.tmp-XXXXXX`) and any a
+//! crash left behind are removed, under the writers' lock, when a store
+//! opens.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,19 +23,18 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use student_ages_rules::{MAX_AGE, StudentName};
 
 use super::StoreError;
 
 /// A student's age as stored on disk.
 ///
 /// Written as a JSON number; read from a number or a numeric string, because
-/// the original Flask service stored ages as strings. Any whole number the
-/// file holds is served as it is: the rules on new ages (0 to 150) apply to
-/// what the API accepts, not to what an operator wrote into the file.
+/// the original Flask service stored ages as strings. A load refuses an age
+/// the API's rules refuse (over 150), as it refuses such a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct StoredAge(pub u32);
@@ -76,9 +89,63 @@ impl<'de> Deserialize<'de> for StoredAge {
     }
 }
 
-/// Every student, by name, in the order the file keeps them. Names are
-/// kept as the file has them, even ones the rules would refuse today.
+/// Every student, by name, sorted. Every name is one the rules accept.
 pub type Students = BTreeMap<String, StoredAge>;
+
+/// The file's object, read strictly: each name once, and every name and
+/// age one the API's rules accept.
+struct StrictStudents(Students);
+
+impl<'de> Deserialize<'de> for StrictStudents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = StrictStudents;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object of student name to age")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictStudents, A::Error> {
+                let mut students = Students::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let age: StoredAge = map.next_value()?;
+                    check_entry(&name, age).map_err(de::Error::custom)?;
+                    if students.insert(name.clone(), age).is_some() {
+                        return Err(de::Error::custom(format!(
+                            "the student {name:?} appears twice; keep one entry"
+                        )));
+                    }
+                }
+                Ok(StrictStudents(students))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Whether the API's rules accept one entry of the file; the message names
+/// the student and says what to change.
+fn check_entry(name: &str, age: StoredAge) -> Result<(), String> {
+    match StudentName::parse(name) {
+        Err(error) => return Err(format!("the student {name:?} is refused: {error}")),
+        Ok(parsed) if parsed.as_str() != name => {
+            return Err(format!(
+                "the student {name:?} is not written in Unicode NFC form; write it as {:?}",
+                parsed.as_str()
+            ));
+        }
+        Ok(_) => {}
+    }
+    if age.0 > MAX_AGE {
+        return Err(format!(
+            "the age of {name:?}, {age}, is not from 0 to {MAX_AGE}"
+        ));
+    }
+    Ok(())
+}
 
 /// Identifies one version of the data file on disk: a rename gives a new
 /// inode, so any replacement by any process changes the stamp.
@@ -113,10 +180,12 @@ impl FileStamp {
 
 /// Parses the data file's content.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Students, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Malformed {
-        path: path.to_owned(),
-        source,
-    })
+    serde_json::from_slice::<StrictStudents>(bytes)
+        .map(|strict| strict.0)
+        .map_err(|source| StoreError::Malformed {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// The exact bytes written for `students`: pretty-printed, sorted by name,
@@ -174,41 +243,123 @@ impl Drop for FileLock {
     }
 }
 
-/// Writes `bytes` to a temp file beside `path`, fsyncs it, renames it over
-/// `path` and fsyncs the directory. Returns the stamp of the new file.
-pub(super) fn replace_durably(path: &Path, bytes: &[u8]) -> io::Result<FileStamp> {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
+/// Why [`replace_durably`] failed, and so whether the change is in place.
+#[derive(Debug)]
+pub(super) enum ReplaceError {
+    /// Failed before the rename: the data file is as it was.
+    NotWritten(io::Error),
+    /// The data file lacks its owner's write bit: refused, as it was.
+    ReadOnly { mode: u32 },
+    /// Renamed into place, but the directory's fsync failed: the change is
+    /// what the file now holds, its durability is unconfirmed.
+    NotDurable { stamp: FileStamp, source: io::Error },
+}
+
+/// The file a write replaces: `path`, or the file its symlinks lead to.
+pub(super) fn write_target(path: &Path) -> io::Result<PathBuf> {
+    fs::canonicalize(path)
+}
+
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        let stamp = FileStamp::of(&file.metadata()?);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()?;
-        Ok(stamp)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
-    result
+}
+
+/// The prefix of every temp file written beside `path`.
+fn temp_prefix(path: &Path) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".tmp-");
+    prefix
+}
+
+/// Removes the temp files a killed writer left beside `target`. Call with
+/// the writers' lock held, so no live writer's temp file is taken.
+pub(super) fn remove_stale_temp_files(target: &Path) -> io::Result<usize> {
+    let prefix = temp_prefix(target);
+    let prefix = prefix.as_encoded_bytes();
+    let mut removed = 0;
+    for entry in fs::read_dir(directory_of(target))? {
+        let entry = entry?;
+        if entry.file_name().as_encoded_bytes().starts_with(prefix) && entry.file_type()?.is_file()
+        {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Replaces `target` (a resolved path, see [`write_target`]) with `bytes`:
+/// writes a uniquely named temp file beside it with its mode and owner,
+/// fsyncs it, renames it over `target` and fsyncs the directory. Returns
+/// the stamp of the new file.
+pub(super) fn replace_durably(target: &Path, bytes: &[u8]) -> Result<FileStamp, ReplaceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = directory_of(target);
+    let old = fs::metadata(target).map_err(ReplaceError::NotWritten)?;
+    let mode = old.permissions().mode() & 0o7777;
+    if mode & 0o200 == 0 {
+        return Err(ReplaceError::ReadOnly { mode });
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(target))
+        .tempfile_in(dir)
+        .map_err(ReplaceError::NotWritten)?;
+    let stamp = (|| {
+        let file = tmp.as_file_mut();
+        file.write_all(bytes)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        let mine = file.metadata()?;
+        if (mine.uid(), mine.gid()) != (old.uid(), old.gid()) {
+            std::os::unix::fs::fchown(&*file, Some(old.uid()), Some(old.gid())).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot give the new file the data file's owner {}:{} ({e}); \
+                         run the API as that user or chown the file to the API's user",
+                        old.uid(),
+                        old.gid()
+                    ),
+                )
+            })?;
+        }
+        file.sync_all()?;
+        Ok(FileStamp::of(&file.metadata()?))
+    })()
+    .map_err(ReplaceError::NotWritten)?;
+    // On failure the temp file is removed when `persist` hands it back.
+    tmp.persist(target)
+        .map_err(|e| ReplaceError::NotWritten(e.error))?;
+    sync_dir(dir).map_err(|source| ReplaceError::NotDurable { stamp, source })?;
+    Ok(stamp)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if tests::dir_sync_fails(dir) {
+        return Err(io::Error::other("injected directory fsync failure"));
+    }
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// Directories whose fsync fails, for the tests that need it.
+    static FAILING_DIR_SYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(in crate::store) fn fail_dir_sync(dir: &Path) {
+        FAILING_DIR_SYNC.lock().unwrap().push(dir.to_owned());
+    }
+
+    pub(super) fn dir_sync_fails(dir: &Path) -> bool {
+        FAILING_DIR_SYNC.lock().unwrap().iter().any(|d| d == dir)
+    }
 
     #[test]
     fn refuses_negative_and_fractional_ages() {

@@ -8,6 +8,9 @@
 //! - Every acknowledged write is on disk before [`Store::apply`] returns:
 //!   the new content goes to a temp file in the same directory, which is
 //!   fsynced, renamed over the data file, and the directory is fsynced.
+//!   A failure before the rename changed nothing ([`StoreError::Write`]);
+//!   after it, the change is in place, in memory too, and only its
+//!   durability is unconfirmed ([`StoreError::NotDurable`]).
 //! - One writer thread serializes writes within the process and batches
 //!   them (group commit): whatever arrived while the previous batch was
 //!   being committed goes into the next one, so throughput does not
@@ -17,7 +20,13 @@
 //!   Under that lock the writer re-reads the file if another process
 //!   changed it, so neither process loses the other's updates.
 //! - Reads are served from memory, after a `stat` that notices when another
-//!   process replaced the file. Each version of the data is an immutable
+//!   process replaced the file. No file I/O waits on an async worker for
+//!   long: the writer has its own thread; a re-read, the health check, and
+//!   any `stat` that overlaps another run on the blocking pool with a
+//!   timeout; only one `stat` at a time runs inline (it is a microsecond,
+//!   and a hop to another thread would cost the list read more than that),
+//!   and once one has hung for [`STUCK_AFTER`] every read answers
+//!   [`StoreError::Stuck`] at once instead of piling up behind it. Each version of the data is an immutable
 //!   [`Snapshot`], which also keeps its JSON rendering once made, so the
 //!   list read serializes once per version, not once per request.
 //! - A malformed file is refused with its path and the parse error, and is
@@ -30,17 +39,21 @@ mod file;
 mod writer;
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use student_ages_rules::{Age, StudentName};
 use tokio::sync::oneshot;
 
-use file::FileStamp;
 pub use file::Students;
+use file::{FileLock, FileStamp};
+
+/// How long file I/O may take before the file counts as stuck.
+pub const STUCK_AFTER: Duration = Duration::from_secs(2);
 
 /// One requested change to the data. Only valid names and ages get here:
 /// the rules were applied where the request came in.
@@ -75,10 +88,37 @@ pub enum StoreError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot write the data file {path}: {source}")]
+    #[error("cannot write the data file {path} (nothing was changed): {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "the data file {path} is read-only (mode {mode:04o}), so nothing was changed; \
+         make it writable (chmod u+w) to allow changes"
+    )]
+    ReadOnly { path: PathBuf, mode: u32 },
+    #[error(
+        "cannot take the writers' lock file {path} (nothing was changed): {source}; \
+         the data file's directory must let the API create and write it"
+    )]
+    Lock { path: PathBuf, source: io::Error },
+    #[error(
+        "the change was written to {path} but the disk did not confirm it is durable \
+         (directory fsync failed: {source}); it is in place, check the data volume"
+    )]
+    NotDurable { path: PathBuf, source: io::Error },
+    #[error(
+        "the data file {path} did not answer within {} s; check the data volume",
+        STUCK_AFTER.as_secs()
+    )]
+    Stuck { path: PathBuf },
     #[error("the store is shutting down")]
     Closed,
+}
+
+impl StoreError {
+    /// Whether the change asked for is in place despite the error.
+    pub fn change_is_in_place(&self) -> bool {
+        matches!(self, StoreError::NotDurable { .. })
+    }
 }
 
 /// The students as last read from or written to disk: one version of the
@@ -119,6 +159,74 @@ impl Snapshot {
 struct Shared {
     path: PathBuf,
     current: RwLock<Arc<Snapshot>>,
+    /// The one inline `stat`; see the module doc.
+    inline_stat: Gate,
+    /// A re-read in progress; one at a time waits on a stuck file.
+    reload: Gate,
+}
+
+/// One at a time, and since when.
+struct Gate {
+    busy: AtomicBool,
+    since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            busy: AtomicBool::new(false),
+            since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Enters if free; leaves when the guard drops.
+    fn try_enter(&self) -> Option<GateGuard<'_>> {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+        Some(GateGuard(self))
+    }
+
+    /// Whether whoever is inside has been there longer than [`STUCK_AFTER`].
+    fn stuck(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+            && self
+                .now_ms()
+                .saturating_sub(self.since_ms.load(Ordering::Relaxed))
+                > STUCK_AFTER.as_millis() as u64
+    }
+}
+
+struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Runs blocking file I/O on the blocking pool; a stuck file is
+/// [`StoreError::Stuck`] after [`STUCK_AFTER`] (the thread stays blocked
+/// until the file answers, the caller does not).
+async fn off_worker<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let stuck = || StoreError::Stuck {
+        path: path.to_owned(),
+    };
+    match tokio::time::timeout(STUCK_AFTER, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panicked)) => Err(StoreError::Closed),
+        Err(_elapsed) => Err(stuck()),
+    }
 }
 
 impl Shared {
@@ -151,13 +259,20 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens the data file, refusing it if it is missing, unreadable or
-    /// malformed, and starts the writer thread.
+    /// malformed, removes temp files a killed writer left (when the
+    /// directory is writable), and starts the writer thread.
     pub fn open(path: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let path = path.into();
         let snapshot = Snapshot::read(&path)?;
+        // A read-only volume still serves reads (`/healthz` says degraded).
+        if let Err(error) = remove_stale_temp_files(&path) {
+            tracing::warn!(%error, "cannot look for temp files a killed writer left");
+        }
         let shared = Arc::new(Shared {
             path,
             current: RwLock::new(Arc::new(snapshot)),
+            inline_stat: Gate::new(),
+            reload: Gate::new(),
         });
         let (sender, requests) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -181,23 +296,50 @@ impl Store {
 
     /// The current students, re-read first if another process replaced the
     /// file since we last looked.
-    pub fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
         let cached = self.shared.current();
-        if FileStamp::at(&self.shared.path)? == cached.stamp {
+        if self.stamp_now().await? == cached.stamp {
             return Ok(cached);
         }
-        let fresh = Arc::new(Snapshot::read(&self.shared.path)?);
-        self.shared.publish(&fresh);
-        Ok(fresh)
+        if self.shared.reload.stuck() {
+            return Err(StoreError::Stuck {
+                path: self.shared.path.clone(),
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        off_worker(&self.shared.path, move || {
+            let _reloading = shared.reload.try_enter();
+            let fresh = Arc::new(Snapshot::read(&shared.path)?);
+            shared.publish(&fresh);
+            Ok(fresh)
+        })
+        .await
     }
 
-    /// Checks that the data file can still be opened and parsed.
-    pub fn check(&self) -> Result<(), StoreError> {
-        File::open(&self.shared.path).map_err(|source| StoreError::Read {
-            path: self.shared.path.clone(),
-            source,
-        })?;
-        self.snapshot().map(drop)
+    /// The data file's stamp now: inline when no other `stat` runs, on the
+    /// blocking pool when one does, [`StoreError::Stuck`] at once when one
+    /// has hung.
+    async fn stamp_now(&self) -> Result<FileStamp, StoreError> {
+        let path = &self.shared.path;
+        if let Some(_inline) = self.shared.inline_stat.try_enter() {
+            return FileStamp::at(path);
+        }
+        if self.shared.inline_stat.stuck() {
+            return Err(StoreError::Stuck { path: path.clone() });
+        }
+        let owned = path.clone();
+        off_worker(path, move || FileStamp::at(&owned)).await
+    }
+
+    /// What `/healthz` reports: whether the data file can be read and
+    /// parsed, and whether a write could replace it, within [`STUCK_AFTER`].
+    pub async fn health(&self) -> Health {
+        let shared = Arc::clone(&self.shared);
+        match off_worker(&self.shared.path, move || Ok(health::check(&shared))).await {
+            Ok(health) => health,
+            Err(StoreError::Stuck { .. }) => Health::Unavailable(health::Reason::DataFileStuck),
+            Err(_) => Health::Unavailable(health::Reason::DataFileUnreadable),
+        }
     }
 
     /// Applies one change and returns once it is durably on disk.
@@ -207,6 +349,144 @@ impl Store {
             .send(writer::Request { change, reply })
             .map_err(|_| Arc::new(StoreError::Closed))?;
         outcome.await.map_err(|_| Arc::new(StoreError::Closed))?
+    }
+}
+
+/// Removes the temp files a killed writer left beside the data file (or
+/// the file its symlink leads to), under the writers' lock so no live
+/// writer's temp file is taken.
+fn remove_stale_temp_files(path: &Path) -> Result<(), StoreError> {
+    let target = file::write_target(path).map_err(|source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lock_path = file::lock_path(&target);
+    let _lock = FileLock::acquire(&lock_path).map_err(|source| StoreError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let removed = file::remove_stale_temp_files(&target).map_err(|source| StoreError::Write {
+        path: target.clone(),
+        source,
+    })?;
+    if removed > 0 {
+        tracing::warn!(
+            removed,
+            "removed temp files an interrupted write left behind"
+        );
+    }
+    Ok(())
+}
+
+pub use health::{Health, Reason};
+
+mod health {
+    //! What `/healthz` checks, in words a probe can act on: a reason code,
+    //! never a path, an OS error's text or the file's content.
+
+    use std::fs::{self, File};
+    use std::io;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::{Shared, Snapshot, StoreError, file};
+
+    /// The store's health.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Health {
+        /// Reads and writes work.
+        Ok,
+        /// Reads work; writes would fail, for this reason.
+        Degraded(Reason),
+        /// Reads fail, for this reason.
+        Unavailable(Reason),
+    }
+
+    /// Why the store is not fully healthy.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Reason {
+        DataFileMissing,
+        DataFileUnreadable,
+        DataFileInvalid,
+        DataFileStuck,
+        DataFileReadOnly,
+        DataDirNotWritable,
+        LockFileNotWritable,
+    }
+
+    impl Reason {
+        /// The code `/healthz` answers.
+        pub fn code(self) -> &'static str {
+            match self {
+                Reason::DataFileMissing => "data_file_missing",
+                Reason::DataFileUnreadable => "data_file_unreadable",
+                Reason::DataFileInvalid => "data_file_invalid",
+                Reason::DataFileStuck => "data_file_stuck",
+                Reason::DataFileReadOnly => "data_file_read_only",
+                Reason::DataDirNotWritable => "data_dir_not_writable",
+                Reason::LockFileNotWritable => "lock_file_not_writable",
+            }
+        }
+    }
+
+    fn unreadable(error: &io::Error) -> Reason {
+        match error.kind() {
+            io::ErrorKind::NotFound => Reason::DataFileMissing,
+            _ => Reason::DataFileUnreadable,
+        }
+    }
+
+    /// Blocking: run it off the async workers.
+    pub(super) fn check(shared: &Shared) -> Health {
+        let path = &shared.path;
+        let read = match File::open(path).and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok(read) => read,
+            Err(error) => return Health::Unavailable(unreadable(&error)),
+        };
+        if file::FileStamp::of(&read.1) != shared.current().stamp {
+            match Snapshot::read(path) {
+                Ok(fresh) => shared.publish(&std::sync::Arc::new(fresh)),
+                Err(StoreError::Malformed { .. }) => {
+                    return Health::Unavailable(Reason::DataFileInvalid);
+                }
+                Err(StoreError::Read { source, .. }) => {
+                    return Health::Unavailable(unreadable(&source));
+                }
+                Err(_) => return Health::Unavailable(Reason::DataFileUnreadable),
+            }
+        }
+        if read.1.permissions().mode() & 0o200 == 0 {
+            return Health::Degraded(Reason::DataFileReadOnly);
+        }
+        let Ok(target) = file::write_target(path) else {
+            return Health::Unavailable(Reason::DataFileMissing);
+        };
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => ".".into(),
+        };
+        // A real attempt, as a write would make it: permissions alone do
+        // not tell (root, read-only mounts).
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(target.file_name().unwrap_or_default());
+        prefix.push(".tmp-health-");
+        if tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempfile_in(&dir)
+            .is_err()
+        {
+            return Health::Degraded(Reason::DataDirNotWritable);
+        }
+        let lock = file::lock_path(&target);
+        if fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .is_err()
+        {
+            return Health::Degraded(Reason::LockFileNotWritable);
+        }
+        Health::Ok
     }
 }
 
@@ -235,10 +515,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_ages_stored_as_numbers_or_strings() {
+    #[tokio::test]
+    async fn reads_ages_stored_as_numbers_or_strings() {
         let (_dir, store) = store_with(r#"{"alice": 12, "bob": "13", "carol": " 9 "}"#);
-        let students = &store.snapshot().unwrap().students;
+        let students = &store.snapshot().await.unwrap().students;
         assert_eq!(students["alice"], StoredAge(12));
         assert_eq!(students["bob"], StoredAge(13));
         assert_eq!(students["carol"], StoredAge(9));
@@ -286,7 +566,7 @@ mod tests {
         let delete = || Change::Delete { name: name("zoé") };
         assert_eq!(store.apply(delete()).await.unwrap(), Outcome::Deleted);
         assert_eq!(store.apply(delete()).await.unwrap(), Outcome::NotFound);
-        assert!(store.snapshot().unwrap().students.is_empty());
+        assert!(store.snapshot().await.unwrap().students.is_empty());
     }
 
     #[tokio::test]
@@ -315,9 +595,9 @@ mod tests {
         first.apply(put("from-first", 1)).await.unwrap();
         // The second store's cache is stale; its write must not drop the first's.
         second.apply(put("from-second", 2)).await.unwrap();
-        let students = &first.snapshot().unwrap().students;
+        let students = &first.snapshot().await.unwrap().students;
         assert_eq!(students.len(), 2, "{students:?}");
-        assert_eq!(second.snapshot().unwrap().students, *students);
+        assert_eq!(second.snapshot().await.unwrap().students, *students);
     }
 
     #[tokio::test]
@@ -328,14 +608,14 @@ mod tests {
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("keep"), "x").unwrap();
         let outcome = file::replace_durably(&blocked, b"{}");
-        assert!(outcome.is_err());
+        assert!(matches!(outcome, Err(file::ReplaceError::NotWritten(_))));
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
-        assert_eq!(store.snapshot().unwrap().students.len(), 1);
+        assert_eq!(store.snapshot().await.unwrap().students.len(), 1);
     }
 
     #[tokio::test]
@@ -354,17 +634,134 @@ mod tests {
     #[tokio::test]
     async fn the_json_of_a_version_is_made_once_and_a_write_makes_a_new_one() {
         let (_dir, store) = store_with(r#"{"bob": "13", "alice": 12}"#);
-        let before = store.snapshot().unwrap();
+        let before = store.snapshot().await.unwrap();
         assert_eq!(before.json(), br#"{"alice":12,"bob":13}"#);
         assert!(std::ptr::eq(
             before.json(),
-            store.snapshot().unwrap().json()
+            store.snapshot().await.unwrap().json()
         ));
         store.apply(put("carol", 11)).await.unwrap();
         assert_eq!(
-            store.snapshot().unwrap().json(),
+            store.snapshot().await.unwrap().json(),
             br#"{"alice":12,"bob":13,"carol":11}"#
         );
         assert_eq!(before.json(), br#"{"alice":12,"bob":13}"#);
+    }
+
+    #[tokio::test]
+    async fn a_change_renamed_into_place_is_never_reported_as_nothing_changed() {
+        let (dir, store) = store_with(r#"{"alice": 12}"#);
+        file::tests::fail_dir_sync(&fs::canonicalize(dir.path()).unwrap());
+        let error = store.apply(put("bob", 13)).await.unwrap_err();
+        assert!(matches!(*error, StoreError::NotDurable { .. }), "{error}");
+        assert!(error.change_is_in_place());
+        let message = error.to_string();
+        assert!(message.contains("was written"), "{message}");
+        assert!(!message.contains("nothing was changed"), "{message}");
+        // On disk and in memory alike.
+        let on_disk = file::parse(store.path(), &fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(on_disk["bob"], StoredAge(13));
+        assert_eq!(store.shared.current().students, on_disk);
+        assert_eq!(store.snapshot().await.unwrap().students, on_disk);
+    }
+
+    #[tokio::test]
+    async fn writes_keep_the_files_mode_and_refuse_a_read_only_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = store_with(r#"{"alice": 12}"#);
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        store.apply(put("bob", 13)).await.unwrap();
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o444)).unwrap();
+        let before = fs::read_to_string(store.path()).unwrap();
+        let error = store.apply(put("carol", 11)).await.unwrap_err();
+        assert!(
+            matches!(*error, StoreError::ReadOnly { mode: 0o444, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("read-only"), "{error}");
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), before);
+        assert!(
+            !store
+                .snapshot()
+                .await
+                .unwrap()
+                .students
+                .contains_key("carol")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_data_file_is_followed_and_the_link_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("ages.json");
+        fs::write(&target, r#"{"alice": 12}"#).unwrap();
+        let link = dir.path().join("student_age.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let store = Store::open(&link).unwrap();
+        store.apply(put("bob", 13)).await.unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let on_disk = file::parse(&target, &fs::read(&target).unwrap()).unwrap();
+        assert_eq!(on_disk["bob"], StoredAge(13));
+        // The temp file and the lock were beside the target.
+        assert!(real_dir.join("ages.json.lock").exists());
+        assert!(!dir.path().join("student_age.json.lock").exists());
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_at_open_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("student_age.json");
+        fs::write(&path, "{}").unwrap();
+        let stale = dir.path().join(".student_age.json.tmp-4242-0");
+        let other = dir.path().join(".other.json.tmp-1");
+        fs::write(&stale, "{").unwrap();
+        fs::write(&other, "{").unwrap();
+        let _store = Store::open(&path).unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists());
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_that_cannot_be_taken_is_named() {
+        let (dir, store) = store_with("{}");
+        let lock = dir.path().join("student_age.json.lock");
+        fs::remove_file(&lock).unwrap();
+        fs::create_dir(&lock).unwrap();
+        let error = store.apply(put("bob", 13)).await.unwrap_err().to_string();
+        assert!(error.contains("student_age.json.lock"), "{error}");
+        assert!(error.contains("lock"), "{error}");
+    }
+
+    #[test]
+    fn entries_the_rules_refuse_and_duplicates_are_refused_at_load_naming_them() {
+        let cases = [
+            (r#"{"alice": 12, "a/b": 1}"#, "\"a/b\""),
+            (r#"{"alice": 151}"#, "\"alice\", 151"),
+            (
+                r#"{"alice": 1, "bob": 2, "alice": 3}"#,
+                "\"alice\" appears twice",
+            ),
+            ("{\"zoe\\u0301\": 1}", "NFC"),
+            ("{\"a\\u200bb\": 1}", "U+200B"),
+        ];
+        for (content, why) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("student_age.json");
+            fs::write(&path, content).unwrap();
+            let error = Store::open(&path).unwrap_err().to_string();
+            assert!(error.contains(why), "{content}: {error}");
+            assert!(error.contains(&path.display().to_string()), "{error}");
+            assert!(error.contains("line 1"), "{error}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), content);
+        }
     }
 }

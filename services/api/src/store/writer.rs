@@ -7,7 +7,7 @@ use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
-use super::file::{self, FileLock, FileStamp};
+use super::file::{self, FileLock, FileStamp, ReplaceError};
 use super::{Change, Outcome, Shared, Snapshot, StoreError, Students};
 
 /// The largest number of changes committed in one fsync cycle.
@@ -39,7 +39,11 @@ pub(super) fn write_loop(shared: &Shared, requests: &mpsc::Receiver<Request>) {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, changes = changes.len(), "write failed; nothing was changed");
+                if error.change_is_in_place() {
+                    tracing::error!(%error, changes = changes.len(), "write in place, durability unconfirmed");
+                } else {
+                    tracing::error!(%error, changes = changes.len(), "write failed; nothing was changed");
+                }
                 let error = Arc::new(error);
                 for request in batch {
                     let _ = request.reply.send(Err(Arc::clone(&error)));
@@ -50,14 +54,26 @@ pub(super) fn write_loop(shared: &Shared, requests: &mpsc::Receiver<Request>) {
 }
 
 /// Applies `changes` in order under the cross-process lock and makes the
-/// result durable. Either every change in the batch is on disk or none is.
+/// result durable. Either every change in the batch is on disk or none is;
+/// with [`StoreError::NotDurable`] every change is in place (in memory
+/// too) and only its durability is unconfirmed.
 fn commit(shared: &Shared, changes: &[&Change]) -> Result<Vec<Outcome>, StoreError> {
     let path = &shared.path;
     let write_err = |source| StoreError::Write {
         path: path.clone(),
         source,
     };
-    let _lock = FileLock::acquire(&file::lock_path(path)).map_err(write_err)?;
+    // A symlinked data file is followed: the lock and the temp file sit
+    // beside the file it leads to, which is what gets replaced.
+    let target = file::write_target(path).map_err(|source| StoreError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let lock_path = file::lock_path(&target);
+    let _lock = FileLock::acquire(&lock_path).map_err(|source| StoreError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
 
     let cached = shared.current();
     // Another process may have written since we last read: start from its
@@ -78,9 +94,30 @@ fn commit(shared: &Shared, changes: &[&Change]) -> Result<Vec<Outcome>, StoreErr
         shared.publish(&base);
         return Ok(outcomes);
     }
-    let stamp = file::replace_durably(path, &file::render(&students)).map_err(write_err)?;
-    shared.publish(&Arc::new(Snapshot::new(students, stamp)));
-    Ok(outcomes)
+    match file::replace_durably(&target, &file::render(&students)) {
+        Ok(stamp) => {
+            shared.publish(&Arc::new(Snapshot::new(students, stamp)));
+            Ok(outcomes)
+        }
+        Err(ReplaceError::NotDurable { stamp, source }) => {
+            shared.publish(&Arc::new(Snapshot::new(students, stamp)));
+            Err(StoreError::NotDurable {
+                path: path.clone(),
+                source,
+            })
+        }
+        Err(ReplaceError::ReadOnly { mode }) => {
+            shared.publish(&base);
+            Err(StoreError::ReadOnly {
+                path: path.clone(),
+                mode,
+            })
+        }
+        Err(ReplaceError::NotWritten(source)) => {
+            shared.publish(&base);
+            Err(write_err(source))
+        }
+    }
 }
 
 fn apply_change(students: &mut Students, change: &Change) -> Outcome {

@@ -245,14 +245,81 @@ async fn healthz_needs_no_auth_and_fails_when_the_file_is_gone() {
     let api = TestApi::start(SEED);
     let response = client().get(api.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
     std::fs::remove_file(&api.data_file).unwrap();
     let response = client().get(api.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = response.json::<Value>().await.unwrap();
-    assert!(
-        body["error"].as_str().unwrap().contains("student_age.json"),
-        "{body}"
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "unavailable", "reason": "data_file_missing"})
     );
+}
+
+#[tokio::test]
+async fn healthz_says_why_without_paths_os_errors_or_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let api = TestApi::start(SEED);
+    let health = || async {
+        let response = client().get(api.url("/healthz")).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    // An invalid file: the reason, not the parser's message or the content.
+    std::fs::write(&api.data_file, r#"{"alice": "secret-content"}"#).unwrap();
+    let (status, body) = health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "unavailable", "reason": "data_file_invalid"})
+    );
+    // A read-only data file: reads work, writes would not.
+    std::fs::write(&api.data_file, SEED).unwrap();
+    std::fs::set_permissions(&api.data_file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let (status, body) = health().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "degraded", "reason": "data_file_read_only"})
+    );
+    std::fs::set_permissions(&api.data_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(!body.contains('/'), "{body}");
+}
+
+#[tokio::test]
+async fn healthz_answers_503_in_time_when_the_data_file_is_stuck() {
+    let api = TestApi::start(SEED);
+    // A FIFO with no writer: opening it for reading blocks, like a hung volume.
+    std::fs::remove_file(&api.data_file).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&api.data_file)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let response = client().get(api.url("/healthz")).send().await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "unavailable", "reason": "data_file_stuck"})
+    );
+    // Reads fail fast too, and the server still answers.
+    let (status, _) = get(&api.url(LIST)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Unblock every reader stuck on the FIFO, so the server's threads end:
+    // opening it read-write never blocks, and each close is an end of file.
+    for _ in 0..30 {
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&api.data_file)
+            .unwrap();
+        std::io::Write::write_all(&mut fifo, b"{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(fifo);
+    }
 }
 
 #[tokio::test]
@@ -273,4 +340,110 @@ async fn openapi_document_and_docs_ui_are_served() {
     let ui = client().get(api.url("/docs")).send().await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger"));
+}
+
+#[tokio::test]
+async fn an_empty_name_is_a_400_saying_so() {
+    let api = TestApi::start(SEED);
+    let client = client();
+    for (method, path) in [
+        (reqwest::Method::GET, format!("{LIST}/")),
+        (
+            reqwest::Method::GET,
+            "/supmit/api/v1.0/student_ages/".into(),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/supmit/api/v1.0/student_ages/".into(),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/supmit/api/v1.0/student_ages/".into(),
+        ),
+    ] {
+        let response = client
+            .request(method.clone(), api.url(&path))
+            .basic_auth(USER, Some(PASSWORD))
+            .json(&json!({"age": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"error": "the student name is empty"})
+        );
+    }
+}
+
+/// Sends `request` as raw bytes and returns the raw answer.
+fn raw(api: &TestApi, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_not_called_too_large() {
+    let api = TestApi::start(SEED);
+    let answer = raw(
+        &api,
+        b"PUT /supmit/api/v1.0/student_ages/eve HTTP/1.1\r\nhost: t\r\n\
+          authorization: Basic cm9vdDpzM2NyZXQtdGVzdC1wdw==\r\n\
+          content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+          connection: close\r\n\r\nzz\r\n{\"age\": 1}\r\n0\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("{\"error\":"), "{answer}");
+    assert!(!answer.contains("larger than"), "{answer}");
+    assert_eq!(std::fs::read_to_string(&api.data_file).unwrap(), SEED);
+}
+
+#[tokio::test]
+async fn a_long_url_or_large_headers_get_a_json_414_or_431() {
+    let api = TestApi::start(SEED);
+    let long = format!(
+        "GET /supmit/api/v1.0/student_ages/{} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        "x".repeat(3000)
+    );
+    let answer = raw(&api, long.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer:.200}");
+    assert!(answer.contains("{\"error\":"), "{answer:.200}");
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+        "y".repeat(9000)
+    );
+    let answer = raw(&api, big.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    assert!(answer.contains("{\"error\":"), "{answer:.200}");
+}
+
+#[tokio::test]
+async fn the_docs_and_the_openapi_document_are_compressed_when_accepted() {
+    let api = TestApi::start(SEED);
+    let plain = reqwest::Client::builder().no_gzip().build().unwrap();
+    for path in ["/openapi.json", "/docs"] {
+        let response = plain
+            .get(api.url(path))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
+    }
+    // And a client that does not ask gets it as it is.
+    let response = plain.get(api.url("/openapi.json")).send().await.unwrap();
+    assert!(response.headers().get("content-encoding").is_none());
+    assert!(response.json::<Value>().await.unwrap()["paths"].is_object());
 }

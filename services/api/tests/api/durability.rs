@@ -156,3 +156,49 @@ async fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "{status:?}");
     assert_eq!(read_data(&data_dir.file)["dave"], json!(14));
 }
+
+#[tokio::test]
+async fn sigterm_ends_the_process_within_docker_stop_timeout_despite_a_slow_client() {
+    use std::io::Write;
+    let data_dir = DataDir::with(SEED);
+    let mut api = spawn_api(&data_dir.file);
+    // One request in flight whose body never comes, one head never finished.
+    let mut in_flight = std::net::TcpStream::connect(api.address()).unwrap();
+    in_flight
+        .write_all(
+            format!(
+                "PUT /supmit/api/v1.0/student_ages/slow HTTP/1.1\r\nhost: t\r\n\
+                 authorization: Basic {}\r\ncontent-type: application/json\r\n\
+                 content-length: 20\r\n\r\n{{",
+                basic(USER, PASSWORD)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut half = std::net::TcpStream::connect(api.address()).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = api.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(8), "stopping took {took:?}");
+}
+
+/// The value of a basic `Authorization` header.
+fn basic(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
