@@ -1,7 +1,9 @@
 //! Deploy timings on the one-machine "EC2" environment of the tests (a
-//! registry with auth, an sshd, a second Docker daemon): a deploy that
-//! changes one image, and a no-op deploy, each repeated. Prints figures;
-//! asserts nothing about time (the machines are shared and noisy).
+//! registry with auth, an sshd, a second Docker daemon): a first deploy onto
+//! an empty host, a deploy that changes one image, and a no-op deploy, each
+//! repeated — through the registry, then with no registry (images copied
+//! from this machine's Docker over SSH) onto a second empty host. Prints
+//! figures; asserts nothing about time (the machines are shared and noisy).
 //!
 //!   cargo bench -p deployer --bench deploy [-- RUNS]
 
@@ -13,9 +15,19 @@ use std::time::{Duration, Instant};
 use support::ec2::Ec2;
 use support::text;
 
-fn timed(env: &Ec2, tag: &str) -> Duration {
+#[derive(Clone, Copy, PartialEq)]
+enum Images {
+    Registry,
+    Copied,
+}
+
+fn timed(env: &Ec2, tag: &str, images: Images) -> Duration {
+    let mut command = env.deployer(&["deploy", "--tag", tag]);
+    if images == Images::Copied {
+        command.env_remove("DOCKER_REGISTRY");
+    }
     let started = Instant::now();
-    let out = env.deployer(&["deploy", "--tag", tag]).output().unwrap();
+    let out = command.output().unwrap();
     let took = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     took
@@ -38,41 +50,52 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
     support::build_images();
-    let env = Ec2::start();
-    // Two versions that differ in the API image only.
+    // Two versions that differ in the API image only, tagged here for the
+    // whole run (the registry-less deploys copy them from here).
     let v2_api = support::TestImage::build(
         "bench-api-v2",
         "FROM student-ages-api:latest\nLABEL bench=v2\n",
         &[],
     );
+    let mut tags = Vec::new();
     for (tag, api) in [
-        ("v1", "student-ages-api:latest"),
-        ("v2", v2_api.name().as_str()),
+        ("v1", "student-ages-api:latest".to_owned()),
+        ("v2", v2_api.name()),
     ] {
-        support::docker(&["tag", api, &format!("student-ages-api:{tag}")]);
-        support::docker(&[
-            "tag",
-            "student-ages-frontend:latest",
-            &format!("student-ages-frontend:{tag}"),
-        ]);
-        let out = env.deployer(&["push", "--tag", tag]).output().unwrap();
-        support::docker(&[
-            "rmi",
-            &format!("student-ages-api:{tag}"),
-            &format!("student-ages-frontend:{tag}"),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        for (service, image) in [
+            ("api", api.as_str()),
+            ("frontend", "student-ages-frontend:latest"),
+            ("edge", "student-ages-edge:latest"),
+        ] {
+            let tagged = format!("student-ages-{service}:{tag}");
+            support::docker(&["tag", image, &tagged]);
+            tags.push(tagged);
+        }
     }
-
-    let cold = timed(&env, "v1");
-    summary("first deploy onto the empty host", &[cold]);
-    let mut one_image = Vec::new();
-    let mut noop = Vec::new();
-    for i in 0..runs {
-        let tag = if i % 2 == 0 { "v2" } else { "v1" };
-        one_image.push(timed(&env, tag));
-        noop.push(timed(&env, tag));
+    for images in [Images::Registry, Images::Copied] {
+        let env = Ec2::start();
+        if images == Images::Registry {
+            for tag in ["v1", "v2"] {
+                let out = env.deployer(&["push", "--tag", tag]).output().unwrap();
+                assert!(out.status.success(), "{}", text(&out));
+            }
+        }
+        let how = match images {
+            Images::Registry => "registry",
+            Images::Copied => "no registry",
+        };
+        let cold = timed(&env, "v1", images);
+        summary(&format!("{how}: first deploy onto the empty host"), &[cold]);
+        let mut one_image = Vec::new();
+        let mut noop = Vec::new();
+        for i in 0..runs {
+            let tag = if i % 2 == 0 { "v2" } else { "v1" };
+            one_image.push(timed(&env, tag, images));
+            noop.push(timed(&env, tag, images));
+        }
+        summary(&format!("{how}: deploy changing one image"), &one_image);
+        summary(&format!("{how}: no-op deploy"), &noop);
     }
-    summary("deploy changing one image (warm host)", &one_image);
-    summary("no-op deploy", &noop);
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    support::docker(&[&["rmi"], tags.as_slice()].concat());
 }

@@ -97,7 +97,8 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
     let (status, body) = get(&api("/supmit/api/v1.0/get_student_ages"), true);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"alice\":12"), "{body}");
-    let (status, page) = get(&format!("http://127.0.0.1:{}/", host.frontend_port), false);
+    let (status, page) =
+        support::signed_in_page(&format!("http://127.0.0.1:{}", host.frontend_port), "/");
     assert_eq!(status, 200);
     assert!(page.contains("carol"), "{page}");
 
@@ -254,7 +255,8 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
     );
     assert!(elsewhere.answers(host.frontend_port, "/healthz"));
     assert_eq!(get(&api("/supmit/api/v1.0/get_student_ages"), true).0, 200);
-    let (status, page) = get(&format!("http://127.0.0.1:{}/", host.frontend_port), false);
+    let (status, page) =
+        support::signed_in_page(&format!("http://127.0.0.1:{}", host.frontend_port), "/");
     assert_eq!(status, 200);
     assert!(page.contains("carol"), "{page}");
 }

@@ -33,7 +33,14 @@ fn up_serves_the_students_through_the_api_and_the_frontend() {
         .1,
         "13"
     );
+    // The UI shows nothing before a sign-in, and the list after one.
     let (status, page) = get(&project.frontend_url("/"), false);
+    assert_eq!(status, 200, "redirected to the sign-in form");
+    assert!(
+        page.contains(r#"name="csrf""#) && !page.contains("carol"),
+        "{page}"
+    );
+    let (status, page) = support::signed_in_page(&project.frontend_url(""), "/");
     assert_eq!(status, 200);
     assert!(page.contains("alice") && page.contains("carol"), "{page}");
 

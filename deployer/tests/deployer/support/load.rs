@@ -117,11 +117,19 @@ async fn run(
         {
             let (stop, requests, fail) = (stop.clone(), requests.clone(), fail.clone());
             let client = new_client();
-            let url = format!("{}/", target.ui);
+            let (base, url) = (target.ui.clone(), format!("{}/", target.ui));
             tasks.push(tokio::spawn(async move {
+                // Signed in once, as a person would be; a replacement of the
+                // UI must not sign anyone out.
+                let session = super::sign_in_with(&client, &base).await;
                 while !stop.load(Ordering::Relaxed) {
                     requests.fetch_add(1, Ordering::Relaxed);
-                    check(client.get(&url).send().await, "GET ui /", &fail).await;
+                    let sent = client
+                        .get(&url)
+                        .header(reqwest::header::COOKIE, &session)
+                        .send()
+                        .await;
+                    check(sent, "GET ui /", &fail).await;
                 }
             }));
         }

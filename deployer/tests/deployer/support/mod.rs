@@ -236,3 +236,57 @@ pub fn get(url: &str, auth: bool) -> (u16, String) {
         (response.status().as_u16(), response.text().await.unwrap())
     })
 }
+
+/// Signs in to the web UI at `base` (`http://host:port`) as root/root,
+/// through its form as a browser would; the `Cookie` header value of the
+/// session.
+pub async fn sign_in_with(client: &reqwest::Client, base: &str) -> String {
+    let cookies = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+            .collect()
+    };
+    let form = client.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(form.status().as_u16(), 200, "GET {base}/login");
+    let form_cookies = cookies(&form);
+    let page = form.text().await.unwrap();
+    let csrf = page
+        .split_once(r#"name="csrf" value=""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(token, _)| token.to_owned())
+        .unwrap_or_else(|| panic!("no csrf field in the login page: {page}"));
+    let answer = client
+        .post(format!("{base}/login"))
+        .header(reqwest::header::COOKIE, form_cookies.join("; "))
+        .form(&[("username", "root"), ("password", "root"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303, "signing in to {base}");
+    cookies(&answer).join("; ")
+}
+
+/// The UI page at `url` after signing in at `base`; (status, body).
+pub fn signed_in_page(base: &str, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let cookie = sign_in_with(&client, base).await;
+        let response = client
+            .get(format!("{base}{path}"))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
