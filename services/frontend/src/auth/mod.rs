@@ -11,9 +11,10 @@
 //! container that shares the key (`key`), so replacing a container signs
 //! nobody out; the cookie is HttpOnly, SameSite=Lax, and `Secure` when
 //! the request came over HTTPS (`X-Forwarded-Proto: https` from the edge)
-//! or when told to be. Passwords are checked against an argon2 hash off the async threads;
-//! failures are counted per client address and, past the limit, answered
-//! with 429 and `Retry-After`.
+//! or when told to be. Passwords are checked against an argon2 hash off
+//! the async threads; failures are counted per client address (in this
+//! process only) and, past the limit, answered with 429 and
+//! `Retry-After`.
 
 mod csrf;
 mod key;
