@@ -24,7 +24,10 @@ pub use student_ages_process::ServerLimits;
 
 use api_client::ApiClient;
 pub use api_url::{ApiUrl, ApiUrlError};
-pub use auth::{Access, CookieSecure, LOGIN_COOKIE, LoginConfig, SESSION_COOKIE};
+pub use auth::{
+    Access, CookieSecure, DEFAULT_KEY_DIR, DEFAULT_KEY_FILE, KeyError, KeySource, LOGIN_COOKIE,
+    LoginConfig, SESSION_COOKIE, SessionKey, resolve as resolve_session_key,
+};
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -83,6 +86,7 @@ pub async fn run_with_limits(
         ui_user = config.login.user.username(),
         ui_user_from = config.login.user.source,
         access = ?config.login.access,
+        session_key = config.login.session_key.fingerprint(),
         "frontend listening"
     );
     student_ages_process::serve(listener, app, limits, shutdown).await?;

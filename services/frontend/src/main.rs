@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use student_ages_frontend::{Access, ApiUrl, Config, CookieSecure, LoginConfig};
+use student_ages_frontend::{
+    Access, ApiUrl, Config, CookieSecure, DEFAULT_KEY_DIR, KeySource, LoginConfig, SessionKey,
+};
 use student_ages_process::{ServerArgs, ThrottleLimits, TrustedProxies};
 
 const ENVIRONMENT: &str = "\
@@ -19,6 +21,13 @@ Who may sign in to the web UI (environment only; by default the API's user):
   UI_PASSWORD          its password, or:
   UI_PASSWORD_FILE     a file holding the password (Docker secrets), or:
   UI_PASSWORD_HASH     an argon2 PHC string ($argon2id$v=19$...)
+
+The key that signs sessions and sign-in forms (share it between the old and the
+new container of a deploy, or a deploy signs everyone out):
+  UI_SESSION_KEY       32+ random bytes, base64 (from a secret), or:
+  UI_SESSION_KEY_FILE  a file holding them (raw or base64), created if missing
+  Neither: /var/lib/frontend/session.key if that directory exists and is
+  writable (created there if missing), else a random key for this process.
 
 Logging: RUST_LOG (default `info`; `warn` drops the per-request lines).
 
@@ -50,6 +59,16 @@ struct Cli {
     /// How long a session lives unused (8h, 30m, ...).
     #[arg(long, env = "UI_SESSION_IDLE", default_value = "8h", value_parser = humantime::parse_duration)]
     ui_session_idle: std::time::Duration,
+
+    /// How long a session lives at most, used or not (7d, 12h, ...).
+    #[arg(long, env = "UI_SESSION_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    ui_session_max_age: std::time::Duration,
+
+    /// The file holding the key that signs sessions (32+ random bytes, raw
+    /// or base64), created (mode 0600) if missing. Default:
+    /// /var/lib/frontend/session.key when that directory is writable.
+    #[arg(long, env = "UI_SESSION_KEY_FILE")]
+    ui_session_key_file: Option<std::path::PathBuf>,
 
     /// When the session cookie is `Secure`: `auto` (when the edge says the
     /// request came over HTTPS, X-Forwarded-Proto: https) or `always`.
@@ -87,16 +106,19 @@ fn main() -> ExitCode {
 }
 
 /// Everything checked before the port is taken: credentials, API_URL,
-/// who may sign in (the password is hashed here, once).
+/// who may sign in (the password is hashed here, once), the session key.
 fn prepare(cli: &Cli) -> anyhow::Result<Config> {
     let api_credentials = student_ages_process::api_credentials_from_env()
         .context("the UI needs the credentials the API expects")?;
     let api_url: ApiUrl = cli.api_url.parse()?;
     let user =
         student_ages_process::ui_login_from_env().context("the UI needs a user who may sign in")?;
+    let session_key = session_key(cli)?;
     let login = LoginConfig {
         access: cli.ui_access,
         session_idle: cli.ui_session_idle,
+        session_max_age: cli.ui_session_max_age,
+        session_key,
         cookie_secure: cli.ui_cookie_secure,
         trusted_proxies: cli.ui_trusted_proxies.clone(),
         throttle: ThrottleLimits {
@@ -111,4 +133,42 @@ fn prepare(cli: &Cli) -> anyhow::Result<Config> {
         api_credentials,
         login,
     })
+}
+
+/// The session key from UI_SESSION_KEY, UI_SESSION_KEY_FILE or the default
+/// directory, with where it came from logged (never the key itself).
+fn session_key(cli: &Cli) -> anyhow::Result<SessionKey> {
+    let inline = std::env::var("UI_SESSION_KEY")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let file = cli
+        .ui_session_key_file
+        .as_deref()
+        .filter(|path| !path.as_os_str().is_empty());
+    let (key, source) = student_ages_frontend::resolve_session_key(
+        inline.as_deref(),
+        file,
+        std::path::Path::new(DEFAULT_KEY_DIR),
+    )
+    .context("the UI needs a key to sign its sessions")?;
+    let fingerprint = key.fingerprint();
+    match source {
+        KeySource::Environment => {
+            tracing::info!(fingerprint, "session key from UI_SESSION_KEY");
+        }
+        KeySource::File { path, created } => tracing::info!(
+            fingerprint,
+            path = %path.display(),
+            created,
+            "session key {}",
+            if created { "created" } else { "read" }
+        ),
+        KeySource::Random { why } => tracing::warn!(
+            fingerprint,
+            "session key: a random one for this process only, because {why}: everyone signed \
+             in is signed out, and open sign-in forms are refused, when this process is \
+             restarted or replaced"
+        ),
+    }
+    Ok(key)
 }

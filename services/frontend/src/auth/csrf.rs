@@ -1,14 +1,16 @@
 //! CSRF tokens, so another site cannot make a signed-in browser send our
-//! forms. Signed in, every form carries the session's own random token.
-//! The sign-in form has no session yet: it carries an HMAC of a random
-//! nonce that sits in an HttpOnly cookie (a signed double-submit), keyed
-//! with a secret made at start-up, so a cookie planted from elsewhere
-//! without the matching token is useless. Every comparison is constant
-//! time.
+//! forms. Signed in, every form carries the session's own token (an HMAC of the session id, made in `session`). The sign-in form has
+//! no session yet: it carries an HMAC of a random nonce that sits in an
+//! HttpOnly cookie (a signed double-submit), keyed with the shared session
+//! key (`key`), so a form rendered by one frontend container is accepted
+//! by another, and a cookie planted from elsewhere without the matching
+//! token is useless. Every comparison is constant time.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use super::key::SessionKey;
 
 /// `bytes` random bytes from the OS's CSPRNG, hex-encoded.
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -31,12 +33,10 @@ pub(crate) struct LoginTokens {
 }
 
 impl LoginTokens {
-    /// With a fresh random key: forms served before a restart are refused
-    /// after it, and the page says to try again.
-    pub(crate) fn new() -> LoginTokens {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the operating system's random number generator failed");
-        LoginTokens { key }
+    /// With the login-form key derived from the session key: any
+    /// container with the same key accepts the form.
+    pub(crate) fn new(key: &SessionKey) -> LoginTokens {
+        LoginTokens { key: key.login }
     }
 
     fn mac(&self, nonce: &str) -> Hmac<Sha256> {
@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn a_login_token_is_valid_only_with_its_nonce_and_key() {
-        let tokens = LoginTokens::new();
+        let key = SessionKey::random();
+        let tokens = LoginTokens::new(&key);
         let (nonce, token) = tokens.issue(None);
         assert_eq!(nonce.len(), 64);
         assert!(tokens.check(Some(&nonce), &token));
@@ -114,8 +115,12 @@ mod tests {
         let (other_nonce, _) = tokens.issue(None);
         assert!(!tokens.check(Some(&other_nonce), &token));
         assert!(
-            !LoginTokens::new().check(Some(&nonce), &token),
-            "another key (a restart) refuses it"
+            LoginTokens::new(&key.clone()).check(Some(&nonce), &token),
+            "another process with the same key accepts it"
+        );
+        assert!(
+            !LoginTokens::new(&SessionKey::random()).check(Some(&nonce), &token),
+            "another key refuses it"
         );
     }
 }

@@ -7,14 +7,17 @@
 //! With [`Access::PublicRead`] the list is open to all, read-only, and
 //! signing in enables the forms.
 //!
-//! Sessions are in memory (`session`), named by a random 256-bit id in an
-//! HttpOnly, SameSite=Lax cookie that is `Secure` when the request came
-//! over HTTPS (`X-Forwarded-Proto: https` from the edge) or when told to
-//! be. Passwords are checked against an argon2 hash off the async threads;
-//! failures are counted per client address and, past the limit, answered
-//! with 429 and `Retry-After`.
+//! Sessions are signed cookies (`session`), verifiable by every frontend
+//! container that shares the key (`key`), so replacing a container signs
+//! nobody out; the cookie is HttpOnly, SameSite=Lax, and `Secure` when
+//! the request came over HTTPS (`X-Forwarded-Proto: https` from the edge)
+//! or when told to be. Passwords are checked against an argon2 hash off
+//! the async threads; failures are counted per client address (in this
+//! process only) and, past the limit, answered with 429 and
+//! `Retry-After`.
 
 mod csrf;
+mod key;
 mod session;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +34,7 @@ use student_ages_process::{LoginUser, Throttle, ThrottleLimits, TrustedProxies};
 
 use crate::pages::{ErrorPage, Nav, render};
 use csrf::{LoginTokens, tokens_match};
+pub use key::{DEFAULT_KEY_DIR, DEFAULT_KEY_FILE, KeyError, KeySource, SessionKey, resolve};
 pub(crate) use session::SignedIn;
 use session::{Lookup, Sessions};
 
@@ -71,6 +75,10 @@ pub struct LoginConfig {
     pub access: Access,
     /// How long a session lives unused.
     pub session_idle: Duration,
+    /// How long a session lives at most, used or not.
+    pub session_max_age: Duration,
+    /// Signs sessions and form tokens: share it between containers.
+    pub session_key: SessionKey,
     pub cookie_secure: CookieSecure,
     /// Peers whose `X-Forwarded-For` names the client (for the throttle).
     pub trusted_proxies: TrustedProxies,
@@ -79,13 +87,16 @@ pub struct LoginConfig {
 }
 
 impl LoginConfig {
-    /// The defaults: sign-in required, 8 h idle sessions, `Secure` over
-    /// HTTPS, loopback proxies trusted, 5 failures per 15 minutes.
+    /// The defaults: sign-in required, 8 h idle sessions of at most 7
+    /// days, a random key (for this process only), `Secure` over HTTPS,
+    /// loopback proxies trusted, 5 failures per 15 minutes.
     pub fn new(user: LoginUser) -> LoginConfig {
         LoginConfig {
             user,
             access: Access::Login,
             session_idle: Duration::from_secs(8 * 3600),
+            session_max_age: Duration::from_secs(7 * 24 * 3600),
+            session_key: SessionKey::random(),
             cookie_secure: CookieSecure::Auto,
             trusted_proxies: TrustedProxies::default(),
             throttle: ThrottleLimits::default(),
@@ -111,9 +122,13 @@ impl Auth {
             access: config.access,
             cookie_secure: config.cookie_secure,
             trusted_proxies: config.trusted_proxies.clone(),
-            sessions: Sessions::new(config.session_idle),
+            sessions: Sessions::new(
+                config.session_key.clone(),
+                config.session_idle,
+                config.session_max_age,
+            ),
             throttle: Throttle::new(config.throttle),
-            login_tokens: LoginTokens::new(),
+            login_tokens: LoginTokens::new(&config.session_key),
         }
     }
 
@@ -134,13 +149,13 @@ impl Auth {
     }
 
     /// `Set-Cookie` for the session cookie; `None` clears it.
-    fn session_cookie(&self, req: &Request, id: Option<&str>) -> String {
-        let mut cookie = Cookie::build((SESSION_COOKIE, id.unwrap_or("").to_owned()))
+    fn session_cookie(&self, req: &Request, value: Option<&str>) -> String {
+        let mut cookie = Cookie::build((SESSION_COOKIE, value.unwrap_or("").to_owned()))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
             .secure(self.secure(req));
-        if id.is_none() {
+        if value.is_none() {
             cookie = cookie.max_age(cookie::time::Duration::ZERO);
         }
         cookie.build().to_string()
@@ -177,6 +192,20 @@ impl Auth {
         }
         response
     }
+}
+
+/// Whether the response already sets the cookie `name`.
+fn sets_cookie(response: &Response, name: &str) -> bool {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('='))
+        })
 }
 
 fn append_cookie(response: &mut Response, cookie: &str) {
@@ -248,7 +277,7 @@ pub(crate) async fn guard<E: Endpoint>(
         .sessions
         .lookup(cookie_value(&req, SESSION_COOKIE).as_deref());
     let mut response = match lookup {
-        Lookup::Valid(signed_in) => {
+        Lookup::Valid { signed_in, reissue } => {
             if changes {
                 let body = match req.take_body().into_bytes_limit(MAX_FORM).await {
                     Ok(body) => body,
@@ -274,8 +303,29 @@ pub(crate) async fn guard<E: Endpoint>(
                 }
                 req.set_body(body);
             }
+            let cookie = reissue.map(|value| auth.session_cookie(&req, Some(&value)));
             req.extensions_mut().insert(signed_in);
-            call(&*next, req).await
+            let mut response = call(&*next, req).await;
+            // The handler may have set its own (sign-out clears it).
+            if let Some(cookie) = cookie
+                && !sets_cookie(&response, SESSION_COOKIE)
+            {
+                append_cookie(&mut response, &cookie);
+            }
+            response
+        }
+        Lookup::Invalid => {
+            // Tampered with, or signed with another key: one message per
+            // request at most, and at debug so that a client cannot fill
+            // the log with them.
+            tracing::debug!(
+                client = %auth.client(&req),
+                "session cookie with a bad signature refused (another key? check that every \
+                 frontend shares UI_SESSION_KEY_FILE or UI_SESSION_KEY)"
+            );
+            let mut response = see_other("/login?expired");
+            append_cookie(&mut response, &auth.session_cookie(&req, None));
+            response
         }
         Lookup::Expired => {
             let mut response = see_other("/login?expired");
@@ -364,8 +414,8 @@ pub(crate) async fn login_page(
         .sessions
         .lookup(cookie_value(req, SESSION_COOKIE).as_deref())
     {
-        Lookup::Valid(_) => return see_other("/"),
-        Lookup::Expired => {
+        Lookup::Valid { .. } => return see_other("/"),
+        Lookup::Expired | Lookup::Invalid => {
             view.notice = Some(EXPIRED.into());
             view.clear_session = true;
         }
@@ -427,10 +477,10 @@ pub(crate) async fn login(
         );
     }
     auth.throttle.succeed(client);
-    let session = auth.sessions.create(auth.user.username());
+    let (session, cookie) = auth.sessions.create(auth.user.username());
     tracing::info!(user = %session.username, %client, "signed in to the web UI");
     let mut response = see_other("/");
-    append_cookie(&mut response, &auth.session_cookie(req, Some(&session.id)));
+    append_cookie(&mut response, &auth.session_cookie(req, Some(&cookie)));
     append_cookie(&mut response, &auth.login_cookie(req, None));
     response
 }
@@ -469,7 +519,7 @@ fn too_many_failures(auth: &Auth, client: IpAddr, retry_after: Duration) -> Resp
 #[handler]
 pub(crate) async fn logout(req: &Request, auth: Data<&Arc<Auth>>) -> Response {
     if let Some(session) = req.extensions().get::<SignedIn>() {
-        auth.sessions.remove(&session.id);
+        auth.sessions.revoke(&session.id);
         tracing::info!(user = %session.username, "signed out of the web UI");
     }
     let mut response = see_other("/login?signed_out");

@@ -118,6 +118,22 @@ pub struct User {
 }
 
 impl User {
+    /// The same browser (cookie and token) talking to another frontend.
+    pub fn at(&self, frontend: &TestFrontend) -> User {
+        User {
+            base: frontend.base.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The same browser with another session cookie.
+    pub fn with_session(&self, session: String) -> User {
+        User {
+            session,
+            ..self.clone()
+        }
+    }
+
     pub fn cookie(&self) -> String {
         format!("{SESSION_COOKIE}={}", self.session)
     }

@@ -150,8 +150,12 @@ async fn the_session_cookie_is_http_only_lax_and_secure_behind_https() {
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(cookie.contains("Path=/"), "{cookie}");
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
-    let id = set_cookie(&response, SESSION_COOKIE).unwrap();
-    assert_eq!(id.len(), 64, "256 random bits, hex");
+    let value = set_cookie(&response, SESSION_COOKIE).unwrap();
+    let (payload, tag) = value.split_once('.').expect("payload.signature");
+    assert!(
+        !payload.is_empty() && tag.len() == 43,
+        "base64url payload and HMAC-SHA256: {value}"
+    );
 
     // Behind the edge on HTTPS.
     let (nonce, token) = stack.frontend.login_form().await;

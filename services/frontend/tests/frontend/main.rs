@@ -10,6 +10,9 @@
 //! - `login`: sign-in: no session means no list, the session cookie, CSRF
 //!   refusals, wrong passwords and the throttle, sign-out, expiry, and the
 //!   public read-only list.
+//! - `shared_key`: two UIs sharing a key file (as during a deploy) share
+//!   sessions and sign-in forms; tampered cookies are refused; a session
+//!   in use is kept alive by re-issued cookies.
 //! - `binary`: the real `frontend` binary's `healthcheck` subcommand.
 //! - `browser`: Debian's headless Chromium, through chromedriver, sees
 //!   nothing before signing in, signs in, adds a student, signs out; saves screenshots under `target/screenshots/`.
@@ -20,3 +23,4 @@ mod browser;
 mod helpers;
 mod login;
 mod pages;
+mod shared_key;
