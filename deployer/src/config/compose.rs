@@ -614,6 +614,56 @@ mod tests {
         load(&path, ProjectName { flag: None }, &lookup)
     }
 
+    /// The edge's listeners in the project's own docker-compose.yml,
+    /// resolved with `env`.
+    fn project_edge_listeners(env: &[(&str, &str)]) -> Vec<String> {
+        let yaml = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docker-compose.yml"
+        ))
+        .unwrap();
+        let stack = load_str(&yaml, env).unwrap();
+        let edge = stack.services.iter().find(|s| s.name == "edge").unwrap();
+        let listen = edge
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("EDGE_LISTEN="))
+            .unwrap();
+        student_ages_edge_listen::parse_listeners(listen)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_project_edge_serves_https_only_when_tls_domains_are_set() {
+        let plain = project_edge_listeners(&[]);
+        assert_eq!(plain.len(), 3, "{plain:?}");
+        assert!(
+            plain[0].starts_with("web=http://0.0.0.0:8080 -> "),
+            "{plain:?}"
+        );
+        assert!(!plain.iter().any(|l| l.contains("https")), "{plain:?}");
+
+        let tls = project_edge_listeners(&[
+            ("TLS_DOMAINS", "school.example.org"),
+            ("HTTPS_PORT", "8443"),
+            ("FRONTEND_PORT", "80"),
+        ]);
+        assert_eq!(tls.len(), 4, "{tls:?}");
+        assert!(
+            tls[0].starts_with("web=http://0.0.0.0:80 redirect-https -> "),
+            "{tls:?}"
+        );
+        assert!(
+            tls[1].starts_with("tls=https://0.0.0.0:8443 -> ")
+                && tls[1].contains("/supmit/=api")
+                && tls[1].contains("/=frontend"),
+            "{tls:?}"
+        );
+    }
+
     const STACK: &str = r#"
 name: demo
 services:
