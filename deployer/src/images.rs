@@ -1,5 +1,7 @@
 //! Building the stack's images: static binaries from cargo, then `FROM
 //! scratch` images from a tar context sent to the daemon through bollard.
+//! This machine's platform always; the others of `pipeline.yaml`'s
+//! `platforms:` on request (cross-compiled, tagged `<version>-<arch>`).
 //!
 //! A build context is deterministic (sorted entries, zero timestamps), so
 //! its hash is the image's input hash: an image whose label already carries
@@ -17,12 +19,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt;
 
 use crate::config::pipeline::{ImageSpec, Pipeline};
+use crate::platform::Platform;
 use crate::progress::{Progress, Task};
 use crate::stack::{Stack, labels};
 use crate::workspace::Workspace;
-
-/// The target static binaries are built for (glibc, `+crt-static`).
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// An image of the stack, as built or found.
 #[derive(Debug, Clone)]
@@ -66,40 +66,76 @@ pub(crate) fn repository(reference: &str) -> &str {
     }
 }
 
+/// Which platforms a build makes images for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platforms {
+    /// This machine's only: what `up` and `test` run.
+    Native,
+    /// Every platform of `pipeline.yaml`: what a release pushes.
+    All,
+}
+
 /// The build step `build`, `up` and `release` share: the static binaries,
-/// then every image of the pipeline, tagged with this checkout's version.
+/// then every image of the pipeline, tagged with this checkout's version
+/// (`<version>-<arch>` for another platform than this machine's).
 pub(crate) async fn build_stack(
     docker: &Docker,
     workspace: &Workspace,
     version: &str,
+    platforms: Platforms,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Image>> {
-    let binaries = cargo_build(workspace, progress).await?;
-    build_all(
-        docker,
-        &workspace.pipeline,
-        &workspace.stack,
-        &binaries,
-        version,
-        progress,
-    )
-    .await
+    let wanted = match platforms {
+        Platforms::Native => vec![Platform::native()],
+        Platforms::All => workspace.pipeline.platforms.clone(),
+    };
+    let mut built = Vec::new();
+    for platform in wanted {
+        let binaries = cargo_build(workspace, platform, progress).await?;
+        built.extend(
+            build_all(
+                docker,
+                &workspace.pipeline,
+                &workspace.stack,
+                &binaries,
+                platform,
+                version,
+                progress,
+            )
+            .await?,
+        );
+    }
+    Ok(built)
 }
 
-/// Builds the release binaries of every image, statically linked.
-async fn cargo_build(workspace: &Workspace, progress: &Progress) -> anyhow::Result<PathBuf> {
+/// Builds the release binaries of every image for `platform`, statically
+/// linked; the directory they are in.
+async fn cargo_build(
+    workspace: &Workspace,
+    platform: Platform,
+    progress: &Progress,
+) -> anyhow::Result<PathBuf> {
     let pipeline = &workspace.pipeline;
-    let task = progress.task("cargo", "building static binaries (release)");
+    let target = platform.rust_target();
+    let task = progress.task(
+        &format!("cargo {platform}"),
+        "building static binaries (release)",
+    );
     let cargo = workspace.var("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = tokio::process::Command::new(&cargo);
     command
-        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(["build", "--release", "--locked", "--target", target])
         .current_dir(&pipeline.root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let (linker_var, linker, packages) = platform.cross_linker();
+    let cross = platform != Platform::native();
+    if cross && workspace.var(linker_var).is_none() {
+        command.env(linker_var, linker);
+    }
     for image in &pipeline.images {
         command.args(["-p", &image.package]);
     }
@@ -129,8 +165,18 @@ async fn cargo_build(workspace: &Workspace, progress: &Progress) -> anyhow::Resu
     let status = child.wait().await?;
     if !status.success() {
         task.fail("cargo build failed");
+        let hint = if cross {
+            format!(
+                "\nA build for {platform} on this machine needs its Rust target and a cross \
+                 linker: `rustup target add {target}` and `apt-get install {packages}` \
+                 (scripts/test installs them), or set {linker_var}."
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "cargo build failed ({status}); fix the error below and run again:\n{}",
+            "cargo build for {target} failed ({status}); fix the error below and run \
+             again:\n{}{hint}",
             tail.join("\n")
         );
     }
@@ -146,7 +192,7 @@ async fn cargo_build(workspace: &Workspace, progress: &Progress) -> anyhow::Resu
             }
         })
         .unwrap_or_else(|| pipeline.root.join("target"));
-    Ok(target_dir.join(TARGET).join("release"))
+    Ok(target_dir.join(target).join("release"))
 }
 
 /// The deterministic build context of one image: its Dockerfile, its
@@ -189,6 +235,7 @@ async fn build_all(
     pipeline: &Pipeline,
     stack: &Stack,
     binaries: &Path,
+    platform: Platform,
     version: &str,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Image>> {
@@ -197,8 +244,13 @@ async fn build_all(
             .service(&spec.service)
             .ok_or_else(|| anyhow!("the compose file has no service {:?}", spec.service))?;
         let repo = repository(&service.image).to_owned();
-        let task = progress.task(&spec.service, "preparing the build context");
-        let result = build_one(docker, spec, &repo, binaries, version, &task).await;
+        let name = if platform == Platform::native() {
+            spec.service.clone()
+        } else {
+            format!("{} {platform}", spec.service)
+        };
+        let task = progress.task(&name, "preparing the build context");
+        let result = build_one(docker, spec, &repo, binaries, platform, version, &task).await;
         if let Err(error) = &result {
             task.fail(&format!("{error:#}"));
         }
@@ -212,13 +264,20 @@ async fn build_one(
     spec: &ImageSpec,
     repo: &str,
     binaries: &Path,
+    platform: Platform,
     version: &str,
     task: &Task,
 ) -> anyhow::Result<Image> {
     let context = build_context(spec, binaries)?;
     let inputs = hex(&Sha256::digest(&context));
-    let reference = format!("{repo}:latest");
-    let versioned = format!("{repo}:{version}");
+    let native = platform == Platform::native();
+    // Another platform's image never becomes `latest`: `up` runs that.
+    let reference = if native {
+        format!("{repo}:latest")
+    } else {
+        format!("{repo}:latest-{platform}")
+    };
+    let versioned = format!("{repo}:{}", platform.local_tag(version));
     let existing = docker.inspect_image(&reference).await.ok();
     let unchanged = existing
         .as_ref()
@@ -239,6 +298,12 @@ async fn build_one(
             rm: true,
             forcerm: true,
             labels: Some(HashMap::from([(labels::INPUTS.to_owned(), inputs.clone())])),
+            // Set for another platform only: a native build stays as it was.
+            platform: if native {
+                String::new()
+            } else {
+                platform.docker_platform()
+            },
             ..Default::default()
         };
         let mut stream =
@@ -270,7 +335,7 @@ async fn build_one(
             &reference,
             Some(TagImageOptions {
                 repo: Some(repo.to_owned()),
-                tag: Some(version.to_owned()),
+                tag: Some(platform.local_tag(version)),
             }),
         )
         .await

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod workspace;
 
 pub use host::{HostFlags, Unverifiable};
+pub use images::Platforms;
 pub use registry::{Dirty, Latest};
 
 mod checks;
@@ -21,6 +22,7 @@ mod engine;
 mod errors;
 mod host;
 mod images;
+mod platform;
 mod registry;
 mod remote;
 mod setup;

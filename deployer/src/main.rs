@@ -47,7 +47,13 @@ enum Command {
     /// Build the static binaries and the images; tag them with the git
     /// version (`-dirty` for uncommitted changes) and `latest`; print sizes.
     /// Images whose inputs did not change are not rebuilt.
-    Build,
+    Build {
+        /// Also build for the other platforms of pipeline.yaml's
+        /// `platforms:` (cross-compiled; tagged VERSION-ARCH), so that
+        /// `push` publishes one image index for amd64 and arm64 hosts.
+        #[arg(long)]
+        all_platforms: bool,
+    },
     /// Build if needed, then start the stack on this machine: create what is
     /// missing, replace what changed, leave the rest; wait for health; print
     /// the URLs. Running it again with nothing changed restarts nothing.
@@ -147,8 +153,10 @@ enum Command {
         #[command(flatten)]
         latest: LatestArgs,
     },
-    /// What CI runs: check the registry login, build, test, push. Nothing is
-    /// pushed if a check fails; a wrong password fails before the build.
+    /// What CI runs: check the registry login and push permission, build
+    /// (every platform of pipeline.yaml), test, push one image index per
+    /// version. Nothing is pushed if a check fails; a wrong password fails
+    /// before the build.
     Release {
         /// Allow releasing a `-dirty` version (uncommitted changes).
         #[arg(long)]
@@ -290,7 +298,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let progress = Progress::detect();
     let dirty = |allow: bool| if allow { Dirty::Allow } else { Dirty::Refuse };
     match cli.command {
-        Command::Build => commands::build::run(&workspace, &progress).await?,
+        Command::Build { all_platforms } => {
+            let platforms = if all_platforms {
+                deployer::Platforms::All
+            } else {
+                deployer::Platforms::Native
+            };
+            commands::build::run(&workspace, platforms, &progress).await?
+        }
         Command::Up { no_build } => {
             let build = if no_build {
                 up::Build::Skip

@@ -1,16 +1,21 @@
 //! `deployer build`: static binaries, then the images, tagged with the git
 //! version and `latest`; unchanged images are not rebuilt.
 
-use crate::images;
+use crate::images::{self, Platforms};
 use crate::progress::Progress;
 use crate::workspace::Workspace;
 
-pub async fn run(workspace: &Workspace, progress: &Progress) -> anyhow::Result<()> {
+pub async fn run(
+    workspace: &Workspace,
+    platforms: Platforms,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let docker = workspace.local_docker().await?;
     let built = images::build_stack(
         &docker,
         workspace,
         &images::version_tag(&workspace.pipeline.root),
+        platforms,
         progress,
     )
     .await?;

@@ -42,6 +42,7 @@ pub async fn run(
                 .push_release(
                     &docker,
                     &workspace.repositories(),
+                    &workspace.pipeline.platforms,
                     &version,
                     options.dirty,
                     options.latest,

@@ -3,7 +3,7 @@
 //! nothing is pushed if a check fails, and a bad password or a repository
 //! the user may not push to fails before the build.
 
-use crate::images;
+use crate::images::{self, Platforms};
 use crate::progress::Progress;
 use crate::registry::{Dirty, Latest};
 use crate::workspace::Workspace;
@@ -26,12 +26,13 @@ pub async fn run(
     let docker = workspace.local_docker().await?;
     // One version for the whole release: the tree may change while it runs.
     let version = images::version_tag(&workspace.pipeline.root);
-    images::build_stack(&docker, workspace, &version, progress).await?;
+    images::build_stack(&docker, workspace, &version, Platforms::All, progress).await?;
     crate::checks::test_images(workspace, &version, progress).await?;
     let pushed = registry
         .push_release(
             &docker,
             &workspace.repositories(),
+            &workspace.pipeline.platforms,
             &version,
             dirty,
             latest,

@@ -24,6 +24,7 @@ pub async fn run(workspace: &Workspace, build: Build, progress: &Progress) -> an
             &docker,
             workspace,
             &images::version_tag(&workspace.pipeline.root),
+            images::Platforms::Native,
             progress,
         )
         .await?;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
+use crate::platform::Platform;
 use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack};
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +18,9 @@ use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack};
 struct PipelineFile {
     compose: Option<String>,
     images: BTreeMap<String, ImageDef>,
+    /// What `release` builds for: `amd64`, `arm64`.
+    #[serde(default)]
+    platforms: Vec<String>,
     #[serde(default)]
     seed: Vec<SeedDef>,
     test: TestDef,
@@ -182,6 +186,9 @@ pub struct Pipeline {
     pub root: PathBuf,
     pub compose: PathBuf,
     pub images: Vec<ImageSpec>,
+    /// The platforms `release` builds and pushes one image index of; this
+    /// machine's own always among them, first.
+    pub platforms: Vec<Platform>,
     pub seeds: Vec<Seed>,
     pub auth: Auth,
     pub checks: Vec<Check>,
@@ -340,6 +347,18 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
             binary: def.binary,
         })
         .collect();
+    let mut platforms = vec![Platform::native()];
+    for (i, name) in file.platforms.iter().enumerate() {
+        let platform = Platform::parse(name).ok_or_else(|| {
+            invalid(
+                format!("platforms[{i}]"),
+                format!("{name:?} is not a platform the images can be built for: amd64 or arm64"),
+            )
+        })?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
     let seeds = file
         .seed
         .into_iter()
@@ -575,6 +594,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
         root,
         compose,
         images,
+        platforms,
         seeds,
         auth,
         checks,

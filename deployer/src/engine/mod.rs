@@ -88,6 +88,9 @@ pub(crate) struct Engine {
     progress: Progress,
     /// What this run made and has not finished: undone if it is interrupted.
     unfinished: Unfinished,
+    /// Held (shared) by every container create the daemon may still be
+    /// carrying out; the undo takes it exclusively, so it sees them all.
+    creating: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// For a variable the compose file reads, what the user sets to change
     /// it, when that is not the variable itself (on a deploy host: the
     /// pipeline's `deploy.env` source, `EC2_API_PORT` for `API_PORT`).
@@ -100,6 +103,7 @@ impl Engine {
             docker: docker.clone(),
             progress: progress.clone(),
             unfinished: Unfinished::default(),
+            creating: Default::default(),
             settings: HashMap::new(),
         }
     }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use bollard::models::ContainerUpdateBody;
-use bollard::query_parameters::{
-    CreateContainerOptions, RenameContainerOptions, StopContainerOptions,
-};
+use bollard::query_parameters::{RenameContainerOptions, StopContainerOptions};
 
 use super::undo::Made;
 use super::{Engine, STOP_TIMEOUT_SECS};
@@ -51,14 +49,7 @@ impl Engine {
         task.set("creating");
         let name = stack.container_name(&service.name);
         let created = match self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                super::spec::container_body(stack, service, hash),
-            )
+            .create(&name, super::spec::container_body(stack, service, hash))
             .await
         {
             Ok(created) => created,
@@ -68,7 +59,6 @@ impl Engine {
             }
         };
         let new = Made::Container(created.id.clone());
-        self.unfinished.add(new.clone());
         task.set("starting");
         let healthy = match self.start(&created.id, service).await {
             Ok(()) => self.health_gate(&created.id, service, task).await,
@@ -219,18 +209,10 @@ impl Engine {
         );
         task.set("creating beside the running one");
         let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                super::spec::container_body(stack, service, hash),
-            )
+            .create(&name, super::spec::container_body(stack, service, hash))
             .await
             .map_err(|e| anyhow!("cannot create the container {name}: {}", message(&e)))?;
         let new = Made::Container(created.id.clone());
-        self.unfinished.add(new.clone());
         task.set("starting");
         let healthy = match self.start(&created.id, service).await {
             Ok(()) => self.health_gate(&created.id, service, task).await,

@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use bollard::query_parameters::{RemoveVolumeOptions, RenameContainerOptions};
+use bollard::models::{ContainerCreateBody, ContainerCreateResponse};
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
+};
 
 use super::Engine;
 use crate::docker::{ProjectContainer, project_containers};
@@ -68,6 +71,44 @@ impl Unfinished {
 }
 
 impl Engine {
+    /// Creates a container, recording it as unfinished as soon as the
+    /// daemon has made it. The request runs in a task of its own, so a
+    /// Ctrl-C that drops the caller's future cannot leave a container the
+    /// run never heard of: the undo waits for every create in flight.
+    pub(super) async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<ContainerCreateResponse, bollard::errors::Error> {
+        let permit = self.creating.clone().read_owned().await;
+        let (docker, unfinished, name) = (
+            self.docker.clone(),
+            self.unfinished.clone(),
+            name.to_owned(),
+        );
+        let request = tokio::spawn(async move {
+            let created = docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name),
+                        ..Default::default()
+                    }),
+                    body,
+                )
+                .await;
+            if let Ok(created) = &created {
+                unfinished.add(Made::Container(created.id.clone()));
+            }
+            drop(permit);
+            created
+        });
+        match request.await {
+            Ok(created) => created,
+            // The task cannot be cancelled; a panic in it is a bug.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// Adds to `made` the project's containers that were created and never
     /// started: a container the daemon created just as the run was
     /// interrupted, before the run heard back, is in no list, and a project
@@ -89,6 +130,10 @@ impl Engine {
     /// containers it made, starts again the ones it had set aside, removes
     /// new volumes it had not finished seeding. Returns how many objects.
     pub(crate) async fn undo(&self, project: &str) -> usize {
+        // Every create already sent finishes first (bounded: a daemon that
+        // hangs must not hang the undo), so it is in the list.
+        let _settled =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.creating.write()).await;
         let mut made = self.unfinished.take();
         self.half_made(project, &mut made).await;
         // The edge first: a switch cut short goes back to the containers
@@ -123,10 +168,8 @@ impl Engine {
                 let _ = self.docker.start_container(id, None).await;
             }
         }
-        // A create request the interrupt cut off may still be carried out
-        // by the daemon after the first look: look again once it settled
-        // (a volume in use by such a container could not be removed).
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Look once more, for anything another deployer of an older version
+        // left (a volume in use by such a container could not be removed).
         let mut late = Vec::new();
         self.half_made(project, &mut late).await;
         for item in &late {

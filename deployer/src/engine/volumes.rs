@@ -7,9 +7,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, UploadToContainerOptions,
-};
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures_util::StreamExt;
 
 use super::Engine;
@@ -174,12 +172,8 @@ impl Engine {
             HELPERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name),
-                    ..Default::default()
-                }),
+            .create(
+                &name,
                 ContainerCreateBody {
                     image: Some(image.to_owned()),
                     labels: Some(HashMap::from([
@@ -202,7 +196,6 @@ impl Engine {
                     message(&e)
                 )
             })?;
-        self.unfinished.add(Made::Container(created.id.clone()));
         Ok(created.id)
     }
 }

@@ -56,6 +56,7 @@ fn release_then_deploy_to_an_empty_host_and_redeploy_keeping_live_data() {
         !stdout.contains(&env.registry.password)
             && !String::from_utf8_lossy(&out.stderr).contains(&env.registry.password)
     );
+    released_for_amd64_and_arm64(&env, &stdout);
 
     // The host starts with no images; deploy pulls them. Without the API's
     // own credentials it refuses, unless told the defaults are meant.
@@ -698,4 +699,96 @@ fn without_a_registry_deploy_copies_only_the_images_the_host_lacks_and_refuses_a
     );
     assert_eq!(ids(&env), serving, "nothing was changed");
     assert_eq!(get(&api, true).0, 200);
+}
+
+/// After `release`: each repository's version is one image index naming an
+/// amd64 and an arm64 image, and the arm64 API and UI binaries serve and
+/// pass their healthchecks (under qemu).
+fn released_for_amd64_and_arm64(env: &Ec2, release_stdout: &str) {
+    let prefix = format!("pushed {}/student-ages-api:", env.registry.server);
+    let version = release_stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find(|tag| !tag.ends_with("-amd64") && !tag.ends_with("-arm64") && *tag != "latest")
+        .unwrap_or_else(|| panic!("no version pushed: {release_stdout}"))
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for repository in [
+        "student-ages-api",
+        "student-ages-frontend",
+        "student-ages-edge",
+    ] {
+        for tag in [version.as_str(), "latest"] {
+            let index: serde_json::Value = runtime.block_on(async {
+                reqwest::Client::new()
+                    .get(format!(
+                        "http://{}/v2/{repository}/manifests/{tag}",
+                        env.registry.server
+                    ))
+                    .header(
+                        "Accept",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                    )
+                    .basic_auth(&env.registry.username, Some(&env.registry.password))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            });
+            let platforms: Vec<&str> = index["manifests"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{repository}:{tag} is not an index: {index}"))
+                .iter()
+                .map(|m| m["platform"]["architecture"].as_str().unwrap())
+                .collect();
+            assert_eq!(platforms, ["amd64", "arm64"], "{repository}:{tag}: {index}");
+        }
+    }
+
+    // The arm64 binaries themselves, under qemu.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("student_age.json"), r#"{"alice": 12}"#).unwrap();
+    let api_addr = format!("127.0.0.1:{}", support::free_port());
+    let api_env = [
+        ("API_USERNAME", "root".to_owned()),
+        ("API_PASSWORD", "root".to_owned()),
+        ("LISTEN_ADDR", api_addr.clone()),
+        (
+            "STUDENT_AGE_FILE",
+            data.path().join("student_age.json").display().to_string(),
+        ),
+    ];
+    let _api = support::qemu::Arm64Server::start("api", &api_env);
+    let out = support::qemu::healthcheck("api", &api_env);
+    assert!(
+        out.status.success(),
+        "arm64 api healthcheck: {}",
+        text(&out)
+    );
+    let (status, body) = get(
+        &format!("http://{api_addr}/supmit/api/v1.0/get_student_ages"),
+        true,
+    );
+    assert_eq!((status, body.contains("alice")), (200, true), "{body}");
+    let ui_addr = format!("127.0.0.1:{}", support::free_port());
+    let ui_env = [
+        ("API_USERNAME", "root".to_owned()),
+        ("API_PASSWORD", "root".to_owned()),
+        ("API_URL", format!("http://{api_addr}")),
+        ("LISTEN_ADDR", ui_addr.clone()),
+    ];
+    let _ui = support::qemu::Arm64Server::start("frontend", &ui_env);
+    let out = support::qemu::healthcheck("frontend", &ui_env);
+    assert!(
+        out.status.success(),
+        "arm64 frontend healthcheck: {}",
+        text(&out)
+    );
+    let (status, page) = support::signed_in_page(&format!("http://{ui_addr}"), "/");
+    assert_eq!((status, page.contains("alice")), (200, true), "{page}");
 }

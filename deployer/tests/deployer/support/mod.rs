@@ -8,6 +8,7 @@ pub mod bare_host;
 pub mod ec2;
 pub mod load;
 pub mod netns;
+pub mod qemu;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

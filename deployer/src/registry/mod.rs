@@ -14,7 +14,11 @@ use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
 use crate::config::pipeline::RegistrySettings;
+use crate::platform::Platform;
 use crate::progress::{Progress, Task};
+
+mod api;
+mod index;
 use bollard::models::ProgressDetail;
 
 /// A registry and the credentials for it.
@@ -141,62 +145,15 @@ impl Registry {
     /// first) and cancels it. Nothing is written to the registry.
     pub async fn check_push(&self, repositories: &[&str]) -> anyhow::Result<()> {
         let server = &self.settings.server;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("cannot build the HTTP client")?;
+        let client = Registry::api_client()?;
         for repository in repositories {
             let path = self.api_path(repository);
             let url = format!("{}/v2/{path}/blobs/uploads/", self.base_url());
-            let unreachable = |e: reqwest::Error| {
-                anyhow!(
-                    "the registry {server} is unreachable ({url}): {}",
-                    crate::errors::root_cause(&e)
-                )
-            };
-            let first = client.post(&url).send().await.map_err(unreachable)?;
-            let challenge = first
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let (response, bearer) = match first.status().as_u16() {
-                401 if is_bearer(&challenge) => {
-                    let scope = format!("repository:{path}:push,pull");
-                    let answer = self
-                        .token_response(&client, &challenge, Some(&scope))
-                        .await
-                        .map_err(unreachable)??;
-                    let token: serde_json::Value = answer.json().await.unwrap_or_default();
-                    let token = token["token"]
-                        .as_str()
-                        .or(token["access_token"].as_str())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let response = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .send()
-                        .await
-                        .map_err(unreachable)?;
-                    (response, Some(token))
-                }
-                401 => {
-                    let response = client
-                        .post(&url)
-                        .basic_auth(
-                            &self.settings.username,
-                            Some(self.settings.password.expose_secret()),
-                        )
-                        .send()
-                        .await
-                        .map_err(unreachable)?;
-                    (response, None)
-                }
-                _ => (first, None),
-            };
+            let (response, authorization) = self
+                .send_authorized(&client, &format!("repository:{path}:push,pull"), |c| {
+                    c.post(&url)
+                })
+                .await?;
             match response.status().as_u16() {
                 202 => {
                     // Cancel the upload: best effort, registries expire it anyway.
@@ -210,15 +167,10 @@ impl Registry {
                         } else {
                             location.to_owned()
                         };
-                        let cancel = client.delete(&location);
-                        let cancel = match &bearer {
-                            Some(token) => cancel.bearer_auth(token),
-                            None => cancel.basic_auth(
-                                &self.settings.username,
-                                Some(self.settings.password.expose_secret()),
-                            ),
-                        };
-                        let _ = cancel.send().await;
+                        let _ = authorization
+                            .apply(self, client.delete(&location))
+                            .send()
+                            .await;
                     }
                 }
                 405 => bail!(
@@ -319,7 +271,7 @@ impl Registry {
         from: &str,
         tag: &str,
         progress: &Progress,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(String, Option<(String, u64)>)> {
         let local = format!("{repository}:{from}");
         let remote_repo = self.name_of(repository);
         let remote = format!("{remote_repo}:{tag}");
@@ -327,6 +279,7 @@ impl Registry {
             .await
             .map_err(|e| e.context("build it first: `deployer build`"))?;
         let task = progress.task(&remote, "pushing");
+        let mut manifest = None;
         let mut stream = docker.push_image(
             &remote_repo,
             Some(PushImageOptions {
@@ -347,10 +300,13 @@ impl Registry {
                     detail.message.unwrap_or_default()
                 );
             }
+            if let Some(found) = info.status.as_deref().and_then(index::pushed_manifest) {
+                manifest = Some(found);
+            }
             show(&task, info.status, info.progress_detail.as_ref());
         }
         task.done("pushed");
-        Ok(remote)
+        Ok((remote, manifest))
     }
 }
 
@@ -373,24 +329,69 @@ impl Registry {
     /// Pushes each of `repositories` as `version`, and that same image as
     /// `latest` unless skipped (never the local `latest`, which another
     /// build on this machine may have moved); returns the pushed references.
+    /// When images of other `platforms` than this machine's were built
+    /// (`<version>-<arch>`), each platform's image is pushed as
+    /// `<version>-<arch>` and `version` (and `latest`) become an image index
+    /// naming them all.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn push_release(
         &self,
         docker: &Docker,
         repositories: &[&str],
+        platforms: &[Platform],
         version: &str,
         dirty: Dirty,
         latest: Latest,
         progress: &Progress,
     ) -> anyhow::Result<Vec<String>> {
-        let mut pushed = self
-            .push_tags(docker, repositories, &[version], dirty, progress)
-            .await?;
-        if latest == Latest::Push {
+        refuse_dirty(&[version], dirty)?;
+        let built = built_platforms(docker, repositories, platforms, version).await?;
+        let mut pushed = Vec::new();
+        if built == [Platform::native()] {
             for repository in repositories {
                 pushed.push(
-                    self.push(docker, repository, version, "latest", progress)
-                        .await?,
+                    self.push(docker, repository, version, version, progress)
+                        .await?
+                        .0,
                 );
+                if latest == Latest::Push {
+                    pushed.push(
+                        self.push(docker, repository, version, "latest", progress)
+                            .await?
+                            .0,
+                    );
+                }
+            }
+            return Ok(pushed);
+        }
+        for repository in repositories {
+            let mut manifests = Vec::new();
+            for platform in &built {
+                let (reference, manifest) = self
+                    .push(
+                        docker,
+                        repository,
+                        &platform.local_tag(version),
+                        &platform.registry_tag(version),
+                        progress,
+                    )
+                    .await?;
+                let Some((digest, size)) = manifest else {
+                    bail!(
+                        "pushed {reference}, but the daemon did not say its digest, so no image \
+                         index can name it"
+                    );
+                };
+                manifests.push(index::Manifest {
+                    platform: *platform,
+                    digest,
+                    size,
+                });
+                pushed.push(reference);
+            }
+            pushed.push(self.put_index(repository, version, &manifests).await?);
+            if latest == Latest::Push {
+                pushed.push(self.put_index(repository, "latest", &manifests).await?);
             }
         }
         Ok(pushed)
@@ -418,18 +419,11 @@ impl Registry {
         dirty: Dirty,
         progress: &Progress,
     ) -> anyhow::Result<Vec<String>> {
-        if let Some(version) = tags.iter().find(|t| t.ends_with("-dirty"))
-            && dirty == Dirty::Refuse
-        {
-            bail!(
-                "the checkout has uncommitted changes (version {version}): commit them so the \
-                 pushed tag names a real commit, or pass --allow-dirty"
-            );
-        }
+        refuse_dirty(tags, dirty)?;
         let mut pushed = Vec::new();
         for repository in repositories {
             for tag in tags {
-                pushed.push(self.push(docker, repository, tag, tag, progress).await?);
+                pushed.push(self.push(docker, repository, tag, tag, progress).await?.0);
             }
         }
         Ok(pushed)
@@ -481,6 +475,49 @@ impl Registry {
         task.done("pulled");
         Ok(remote)
     }
+}
+
+/// Refuses a `-dirty` tag unless allowed.
+fn refuse_dirty(tags: &[&str], dirty: Dirty) -> anyhow::Result<()> {
+    if let Some(version) = tags.iter().find(|t| t.ends_with("-dirty"))
+        && dirty == Dirty::Refuse
+    {
+        bail!(
+            "the checkout has uncommitted changes (version {version}): commit them so the \
+             pushed tag names a real commit, or pass --allow-dirty"
+        );
+    }
+    Ok(())
+}
+
+/// The platforms of `platforms` whose images of `version` this machine has
+/// for every repository: this machine's own (which must be there), and any
+/// other built with `build --all-platforms` or by `release`.
+async fn built_platforms(
+    docker: &Docker,
+    repositories: &[&str],
+    platforms: &[Platform],
+    version: &str,
+) -> anyhow::Result<Vec<Platform>> {
+    let mut built = vec![Platform::native()];
+    for platform in platforms.iter().filter(|p| **p != Platform::native()) {
+        let mut have = 0;
+        for repository in repositories {
+            let image = format!("{repository}:{}", platform.local_tag(version));
+            if docker.inspect_image(&image).await.is_ok() {
+                have += 1;
+            }
+        }
+        if have == repositories.len() {
+            built.push(*platform);
+        } else if have > 0 {
+            bail!(
+                "only some images of {version} were built for {platform}: run `deployer build \
+                 --all-platforms` again so every repository has one"
+            );
+        }
+    }
+    Ok(built)
 }
 
 /// Tags the image `from` as `repository:tag`.
