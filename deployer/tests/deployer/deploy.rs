@@ -792,3 +792,149 @@ fn released_for_amd64_and_arm64(env: &Ec2, release_stdout: &str) {
     let (status, page) = support::signed_in_page(&format!("http://{ui_addr}"), "/");
     assert_eq!((status, page.contains("alice")), (200, true), "{page}");
 }
+
+#[test]
+fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_failing_a_request() {
+    use crate::support::load::{Load, Target};
+
+    build_images();
+    let env = Ec2::start();
+    let host = &env.host;
+    // One version tag; what changes between deploys is which repository
+    // each service's image comes from (DOCKER_IMAGE_*), so each deploy
+    // replaces exactly the services named. No registry: the images are
+    // copied from here.
+    let tag = format!("zd-{}", std::process::id());
+    let mut tagged = Vec::new();
+    for service in ["api", "frontend", "edge"] {
+        let image = format!("student-ages-{service}:{tag}");
+        support::docker(&["tag", &format!("student-ages-{service}:latest"), &image]);
+        tagged.push(image);
+    }
+    let variant = |service: &str| {
+        let image = TestImage::build(
+            &format!("zd-{service}"),
+            &format!("FROM student-ages-{service}:latest\nLABEL variant=2\n"),
+            &[],
+        );
+        let name = format!("{}:{tag}", image.repository);
+        support::docker(&["tag", &image.name(), &name]);
+        (image, name)
+    };
+    let (api_v2, api_v2_tagged) = variant("api");
+    let (ui_v2, ui_v2_tagged) = variant("frontend");
+    let (edge_v2, edge_v2_tagged) = variant("edge");
+    let sick = TestImage::sick_api("zd-sick");
+    let sick_tagged = format!("{}:{tag}", sick.repository);
+    support::docker(&["tag", &sick.name(), &sick_tagged]);
+    tagged.extend([api_v2_tagged, ui_v2_tagged, edge_v2_tagged, sick_tagged]);
+
+    let deploy = |api: &str, ui: &str, edge: &str| {
+        env.deployer(&["deploy", "--tag", &tag])
+            .env_remove("DOCKER_REGISTRY")
+            .env("DOCKER_IMAGE_BACKEND", api)
+            .env("DOCKER_IMAGE_FRONTEND", ui)
+            .env("DOCKER_IMAGE_EDGE", edge)
+            .output()
+            .unwrap()
+    };
+    let (api1, ui1, edge1) = (
+        "student-ages-api",
+        "student-ages-frontend",
+        "student-ages-edge",
+    );
+    let out = deploy(api1, ui1, edge1);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let load = Load::start(
+        Target {
+            api: format!("http://127.0.0.1:{}", host.api_port),
+            ui: format!("http://127.0.0.1:{}", host.frontend_port),
+            https: None,
+        },
+        "zdhost",
+        3,
+        2,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let steps = [
+        ("the API", api_v2.repository.as_str(), ui1, edge1, 1),
+        (
+            "the UI",
+            api_v2.repository.as_str(),
+            ui_v2.repository.as_str(),
+            edge1,
+            1,
+        ),
+        (
+            "the edge",
+            api_v2.repository.as_str(),
+            ui_v2.repository.as_str(),
+            edge_v2.repository.as_str(),
+            1,
+        ),
+        ("all three", api1, ui1, edge1, 3),
+    ];
+    let mut took = Vec::new();
+    for (what, api, ui, edge, changed) in steps {
+        let started = Instant::now();
+        let out = deploy(api, ui, edge);
+        took.push((what, started.elapsed()));
+        assert!(out.status.success(), "replacing {what}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("{changed} of 3 services changed")),
+            "replacing {what}: {}",
+            text(&out)
+        );
+    }
+    // A broken API image: the deploy fails, its container never gets
+    // traffic, and the running API keeps serving.
+    let out = deploy(&sick.repository, ui1, edge1);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let report = load.stop();
+    support::docker(
+        &[
+            &["rmi"],
+            tagged
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+        ]
+        .concat(),
+    );
+    eprintln!(
+        "deploys under load: {took:?}; {} requests, {} failed",
+        report.requests,
+        report.failures.len()
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed: {:#?}",
+        report.failures.len(),
+        report.requests,
+        &report.failures[..report.failures.len().min(20)]
+    );
+    assert!(
+        report.requests > 200,
+        "too little load: {}",
+        report.requests
+    );
+    assert!(!report.acknowledged.is_empty());
+    for (name, age) in &report.acknowledged {
+        let (status, body) = get(
+            &format!(
+                "http://127.0.0.1:{}/supmit/api/v1.0/get_student_ages/{name}",
+                host.api_port
+            ),
+            true,
+        );
+        assert_eq!(
+            (status, body.trim()),
+            (200, age.to_string().as_str()),
+            "acknowledged write of {name} lost"
+        );
+    }
+}
