@@ -2,8 +2,11 @@
 //! registry with auth, an sshd, a second Docker daemon): a first deploy onto
 //! an empty host, a deploy that changes one image, and a no-op deploy, each
 //! repeated — through the registry, then with no registry (images copied
-//! from this machine's Docker over SSH) onto a second empty host. Prints
-//! figures; asserts nothing about time (the machines are shared and noisy).
+//! from this machine's Docker over SSH) onto a second empty host; then
+//! deploys that change the API image while a bounded load (API reads, UI
+//! pages, API writes) runs: requests served, failed, p99 during the switch.
+//! Prints figures; asserts nothing about time (the machines are shared and
+//! noisy).
 //!
 //!   cargo bench -p deployer --bench deploy [-- RUNS]
 
@@ -96,6 +99,61 @@ fn main() {
         summary(&format!("{how}: deploy changing one image"), &one_image);
         summary(&format!("{how}: no-op deploy"), &noop);
     }
+    under_load(runs);
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     support::docker(&[&["rmi"], tags.as_slice()].concat());
+}
+
+/// Deploys alternating the API image between v1 and v2 on a warm host
+/// (no registry) while a load runs.
+fn under_load(runs: usize) {
+    let env = Ec2::start();
+    let deploy = |tag: &str| {
+        let started = Instant::now();
+        let out = env
+            .deployer(&["deploy", "--tag", tag])
+            .env_remove("DOCKER_REGISTRY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        started.elapsed()
+    };
+    deploy("v1");
+    let load = support::load::Load::start(
+        support::load::Target {
+            api: format!("http://127.0.0.1:{}", env.host.api_port),
+            ui: format!("http://127.0.0.1:{}", env.host.frontend_port),
+            https: None,
+        },
+        "bench",
+        3,
+        2,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut windows = Vec::new();
+    for i in 0..runs {
+        let from = load.started.elapsed();
+        let took = deploy(if i % 2 == 0 { "v2" } else { "v1" });
+        windows.push((from, load.started.elapsed(), took));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let report = load.stop();
+    let took: Vec<Duration> = windows.iter().map(|w| w.2).collect();
+    summary("under load: deploy changing one image", &took);
+    let p99s: Vec<String> = windows
+        .iter()
+        .filter_map(|(from, to, _)| report.p99_between(*from, *to))
+        .map(|p| format!("{:.1} ms", p.as_secs_f64() * 1000.0))
+        .collect();
+    let all = report.p99_between(Duration::ZERO, Duration::MAX);
+    println!(
+        "under load: {} requests, {} failed; p99 during each switch: {}; p99 overall {:.1} ms",
+        report.requests,
+        report.failures.len(),
+        p99s.join(", "),
+        all.unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    for failure in report.failures.iter().take(10) {
+        println!("  failed: {failure}");
+    }
 }

@@ -30,9 +30,30 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Student → the last age the API acknowledged (200/201) for it.
     pub acknowledged: BTreeMap<String, u64>,
+    /// Every request: when it started (since the load started) and how long
+    /// it took.
+    pub samples: Vec<(Duration, Duration)>,
+}
+
+impl Report {
+    /// The 99th percentile latency of the requests started between `from`
+    /// and `to` (since the load started), if any were.
+    pub fn p99_between(&self, from: Duration, to: Duration) -> Option<Duration> {
+        let mut took: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, took)| *took)
+            .collect();
+        took.sort();
+        let index = (took.len() * 99).div_ceil(100).checked_sub(1)?;
+        took.get(index).copied()
+    }
 }
 
 pub struct Load {
+    /// When the load started: what [`Report::samples`] count from.
+    pub started: std::time::Instant,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Report>>,
 }
@@ -45,15 +66,17 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let prefix = prefix.to_owned();
+        let started = std::time::Instant::now();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(run(target, prefix, readers, writers, flag))
+            runtime.block_on(run(target, prefix, readers, writers, flag, started))
         });
         Load {
+            started,
             stop,
             thread: Some(thread),
         }
@@ -81,8 +104,13 @@ async fn run(
     readers: usize,
     writers: usize,
     stop: Arc<AtomicBool>,
+    origin: std::time::Instant,
 ) -> Report {
-    let requests = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Samples {
+        origin,
+        count: AtomicUsize::new(0),
+        samples: Mutex::new(Vec::new()),
+    });
     let failures = Arc::new(Mutex::new(Vec::new()));
     let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
     let new_client = || {
@@ -104,13 +132,14 @@ async fn run(
             let url = format!("{}/supmit/api/v1.0/get_student_ages", target.api);
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    requests.fetch_add(1, Ordering::Relaxed);
+                    let began = requests.begin();
                     let sent = client
                         .get(&url)
                         .basic_auth("root", Some("root"))
                         .send()
                         .await;
                     check(sent, "GET api list", &fail).await;
+                    requests.end(began);
                 }
             }));
         }
@@ -123,13 +152,14 @@ async fn run(
                 // UI must not sign anyone out.
                 let session = super::sign_in_with(&client, &base).await;
                 while !stop.load(Ordering::Relaxed) {
-                    requests.fetch_add(1, Ordering::Relaxed);
+                    let began = requests.begin();
                     let sent = client
                         .get(&url)
                         .header(reqwest::header::COOKIE, &session)
                         .send()
                         .await;
                     check(sent, "GET ui /", &fail).await;
+                    requests.end(began);
                 }
             }));
         }
@@ -144,7 +174,7 @@ async fn run(
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    requests.fetch_add(1, Ordering::Relaxed);
+                    let began = requests.begin();
                     let url = if n.is_multiple_of(2) {
                         format!("{base}/")
                     } else {
@@ -156,6 +186,7 @@ async fn run(
                         .send()
                         .await;
                     check(sent, "GET https", &fail).await;
+                    requests.end(began);
                 }
             }));
         }
@@ -170,7 +201,7 @@ async fn run(
                 n += 1;
                 let name = format!("{prefix}-{writer}-{}", n % 20);
                 let age = n % 100;
-                requests.fetch_add(1, Ordering::Relaxed);
+                let began = requests.begin();
                 let sent = client
                     .put(format!("{api}/supmit/api/v1.0/student_ages/{name}"))
                     .basic_auth("root", Some("root"))
@@ -180,6 +211,7 @@ async fn run(
                 if check(sent, "PUT api", &fail).await {
                     acknowledged.lock().unwrap().insert(name, age);
                 }
+                requests.end(began);
             }
         }));
     }
@@ -187,9 +219,29 @@ async fn run(
         let _ = task.await;
     }
     Report {
-        requests: requests.load(Ordering::Relaxed),
+        requests: requests.count.load(Ordering::Relaxed),
+        samples: std::mem::take(&mut requests.samples.lock().unwrap()),
         failures: std::mem::take(&mut failures.lock().unwrap()),
         acknowledged: std::mem::take(&mut acknowledged.lock().unwrap()),
+    }
+}
+
+/// How many requests were sent, and when each started and how long it took.
+struct Samples {
+    origin: std::time::Instant,
+    count: AtomicUsize,
+    samples: Mutex<Vec<(Duration, Duration)>>,
+}
+
+impl Samples {
+    fn begin(&self) -> std::time::Instant {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        std::time::Instant::now()
+    }
+
+    fn end(&self, began: std::time::Instant) {
+        let sample = (began - self.origin, began.elapsed());
+        self.samples.lock().unwrap().push(sample);
     }
 }
 
