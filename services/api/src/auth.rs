@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use poem::Request;
+use poem::http::{StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::{Basic, BasicAuthorization};
-use student_ages_process::{ApiCredentials, ExposeSecret};
+use student_ages_process::{ApiCredentials, ExposeSecret, Throttle, TrustedProxies};
 use subtle::ConstantTimeEq;
 
 /// HTTP basic auth with the configured username and password.
@@ -39,6 +40,62 @@ fn checked(req: &Request, credentials: &ApiCredentials, basic: &Basic) -> bool {
         );
     }
     ok
+}
+
+/// Who failed to log in how often, and whose `X-Forwarded-For` to believe.
+pub(crate) struct Guard {
+    pub throttle: Throttle,
+    pub proxies: TrustedProxies,
+}
+
+/// Middleware: a client address that failed basic auth too often gets
+/// 429 with `Retry-After` on every `/supmit` route until its window ends,
+/// whatever it sends; a wrong password counts, a right one clears the count.
+/// A request without credentials is not an attempt (browsers send one first
+/// to get the challenge).
+pub(crate) async fn throttle_failed_logins<E: Endpoint>(
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
+    let guard = req.data::<Arc<Guard>>().cloned();
+    let client = guard.as_ref().and_then(|g| g.proxies.client_of(&req));
+    let (Some(guard), Some(client)) = (guard, client) else {
+        return next.call(req).await.map(IntoResponse::into_response);
+    };
+    if !req.uri().path().starts_with("/supmit") {
+        return next.call(req).await.map(IntoResponse::into_response);
+    }
+    if let Err(wait) = guard.throttle.check(client) {
+        let seconds = wait.as_secs().max(1);
+        return Ok(Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header(header::RETRY_AFTER, seconds.to_string())
+            .content_type("application/json; charset=utf-8")
+            .body(
+                serde_json::json!({
+                    "error": format!(
+                        "too many failed logins from this address: try again in {seconds} s"
+                    )
+                })
+                .to_string(),
+            ));
+    }
+    let attempted = req.headers().contains_key(header::AUTHORIZATION);
+    // An error goes on as an error: the JSON body and the challenge are
+    // added further out.
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    if attempted {
+        if status == StatusCode::UNAUTHORIZED {
+            guard.throttle.fail(client);
+        } else if status.is_success() {
+            guard.throttle.succeed(client);
+        }
+    }
+    result
 }
 
 /// Compares both fields in constant time (for equal lengths), and always

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use poem::http::Method;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
-use student_ages_process::ApiCredentials;
 pub use student_ages_process::ServerLimits;
+use student_ages_process::{ApiCredentials, Throttle, ThrottleLimits, TrustedProxies};
 
 pub use store::{Store, StoreError};
 
@@ -34,6 +34,22 @@ const MAX_BODY_BYTES: usize = 4 * 1024;
 pub struct Config {
     /// The one user every `/supmit` route accepts.
     pub credentials: ApiCredentials,
+    /// Peers whose `X-Forwarded-For` names the client (the edge).
+    pub trusted_proxies: TrustedProxies,
+    /// How many failed logins a client address may make before 429.
+    pub auth_throttle: ThrottleLimits,
+}
+
+impl Config {
+    /// The given user; loopback trusted as a proxy; 5 failed logins per
+    /// client address in 15 minutes.
+    pub fn new(credentials: ApiCredentials) -> Config {
+        Config {
+            credentials,
+            trusted_proxies: TrustedProxies::default(),
+            auth_throttle: ThrottleLimits::default(),
+        }
+    }
 }
 
 /// The application: routes, docs, auth data, error mapping, request log.
@@ -51,6 +67,10 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
         .at("/openapi.json", api.spec_endpoint())
         .with(poem::middleware::Compression::new());
     let credentials = Arc::new(config.credentials);
+    let guard = Arc::new(auth::Guard {
+        throttle: Throttle::new(config.auth_throttle),
+        proxies: config.trusted_proxies,
+    });
     Dispatch {
         list: routes::ListRead::new(store.clone(), Arc::clone(&credentials)),
         api: api.into_endpoint(),
@@ -58,6 +78,9 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
     }
     .data(store)
     .data(credentials)
+    // Outside the data it reads: `around` runs before what it wraps.
+    .around(auth::throttle_failed_logins)
+    .data(guard)
     .around(limit_body)
     .around(limit_head)
     .catch_all_error(|error| async move { error::framework_error(error) })

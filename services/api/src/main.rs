@@ -57,5 +57,14 @@ fn prepare(cli: &Cli) -> anyhow::Result<(Store, Config)> {
         .or_else(|| std::env::var_os("student_age_file_path").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/data/student_age.json"));
     let store = Store::open(&data_file).context("cannot start: the data file is not usable")?;
-    Ok((store, Config { credentials }))
+    let mut config = Config::new(credentials);
+    if let Some(proxies) = std::env::var("API_TRUSTED_PROXIES")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        config.trusted_proxies = proxies
+            .parse()
+            .map_err(|e| anyhow::anyhow!("API_TRUSTED_PROXIES: {e}"))?;
+    }
+    Ok((store, config))
 }

@@ -398,12 +398,10 @@ async fn deploy_under_load_switches_between_real_apis_with_zero_failed_requests(
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let store = student_ages_api::Store::open(&file).unwrap();
-        let config = student_ages_api::Config {
-            credentials: student_ages_process::ApiCredentials {
-                username: "root".into(),
-                password: "root".into(),
-            },
-        };
+        let config = student_ages_api::Config::new(student_ages_process::ApiCredentials {
+            username: "root".into(),
+            password: "root".into(),
+        });
         let task = tokio::spawn(student_ages_api::run(listener, store, config, async {
             let _ = rx.await;
         }));

@@ -142,7 +142,5 @@ fn open(data_file: &Path) -> Store {
 }
 
 fn config() -> Config {
-    Config {
-        credentials: credentials(),
-    }
+    Config::new(credentials())
 }

@@ -447,3 +447,48 @@ async fn the_docs_and_the_openapi_document_are_compressed_when_accepted() {
     assert!(response.headers().get("content-encoding").is_none());
     assert!(response.json::<Value>().await.unwrap()["paths"].is_object());
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_from_one_address_get_429_with_retry_after() {
+    let api = TestApi::start(SEED);
+    let client = client();
+    // Loopback is a trusted proxy: X-Forwarded-For names the client.
+    let attempt = |from: &'static str, password: &'static str| {
+        client
+            .get(api.url(LIST))
+            .header("X-Forwarded-For", from)
+            .basic_auth(USER, Some(password))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            attempt("203.0.113.7", "wrong").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Now even the right password waits, from that address only.
+    let throttled = attempt("203.0.113.7", PASSWORD).await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
+    let body: Value = throttled.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many failed logins"),
+        "{body}"
+    );
+    assert_eq!(
+        attempt("203.0.113.8", PASSWORD).await.unwrap().status(),
+        StatusCode::OK,
+        "another address is not held up"
+    );
+    // A request without credentials (a browser's first) is no attempt.
+    let (status, _) = get(&api.url("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+}
