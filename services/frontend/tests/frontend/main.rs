@@ -5,6 +5,9 @@
 //! - `pages`: the UI as a browser without JavaScript sees it: listing,
 //!   filtering, escaping, the forms and their redirects, field errors, and
 //!   the pages shown when the API is down.
+//! - `class`: a real class: names in reading order, sort links, pages of
+//!   a class of 1,000, the CSV export of the list shown, the CSV import
+//!   and its preview (a bad row writes nothing), the class at a glance.
 //! - `api_link`: how the UI reaches the API: over a unix socket, and a read
 //!   retried once after a dropped connection (a write never is).
 //! - `login`: sign-in: no session means no list, the session cookie, CSRF
@@ -20,6 +23,7 @@
 mod api_link;
 mod binary;
 mod browser;
+mod class;
 mod helpers;
 mod login;
 mod pages;
