@@ -290,12 +290,13 @@ impl Glance {
 }
 
 /// A bar chart: one bar per label, its count written above it and its
-/// label below, so it reads without colour.
+/// label below (the start of its range when bars group ages), so it reads
+/// without colour.
 fn svg(bars: &[(String, usize)]) -> String {
     const HEIGHT: u32 = 150;
     const TOP: u32 = 18;
     const AXIS: u32 = HEIGHT - 22;
-    const SLOT: u32 = 36;
+    const SLOT: u32 = 28;
     let width = SLOT * bars.len() as u32 + 8;
     let most = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
     let mut svg = format!(
@@ -308,6 +309,7 @@ fn svg(bars: &[(String, usize)]) -> String {
         "<line class=\"axis\" x1=\"0\" y1=\"{AXIS}\" x2=\"{width}\" y2=\"{AXIS}\"/>"
     );
     for (i, (label, n)) in bars.iter().enumerate() {
+        let label = label.split('–').next().unwrap_or(label);
         let x = 4 + SLOT * i as u32;
         let h = ((AXIS - TOP) as usize * n / most) as u32;
         let centre = x + SLOT / 2;
@@ -315,9 +317,9 @@ fn svg(bars: &[(String, usize)]) -> String {
             let _ = write!(
                 svg,
                 "<rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\"/>",
-                x + 4,
+                x + 3,
                 AXIS - h,
-                SLOT - 8
+                SLOT - 6
             );
         }
         let _ = write!(

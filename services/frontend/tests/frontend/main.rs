@@ -18,7 +18,13 @@
 //!   in use is kept alive by re-issued cookies.
 //! - `binary`: the real `frontend` binary's `healthcheck` subcommand.
 //! - `browser`: Debian's headless Chromium, through chromedriver, sees
-//!   nothing before signing in, signs in, adds a student, signs out; saves screenshots under `target/screenshots/`.
+//!   nothing before signing in, signs in, adds a student, signs out; lists
+//!   a class of 37 in reading order, sorts it from the column headers,
+//!   shows its chart, passes a contrast check; adds from the top of a
+//!   1,000-student page; exports, edits and re-imports a CSV (a bad row
+//!   first: nothing written, its line named). Saves screenshots under
+//!   `target/screenshots/` (`frontend.png`, `frontend-mobile.png` and
+//!   `frontend-import.png` are the ones in `docs/`).
 
 mod api_link;
 mod binary;
