@@ -9,6 +9,7 @@
 //! connection. Writes are never retried.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -20,7 +21,7 @@ use student_ages_process::{ApiCredentials, ExposeSecret};
 use student_ages_rules::{Age, StudentName};
 
 use crate::api_url::ApiUrl;
-use crate::listing::Student;
+use crate::listing::{Class, ClassCache, Student};
 
 /// How the API let us down, in words for the error page.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -233,22 +234,25 @@ impl ApiClient {
         }
     }
 
-    /// Every student and their age, in the order the API lists them.
-    pub(crate) async fn list(&self) -> Result<Vec<Student>, ApiError> {
+    /// The class: every student and their age, in reading order, from
+    /// `cache` when the API's answer is the one it was made from.
+    pub(crate) async fn class(&self, cache: &ClassCache) -> Result<Arc<Class>, ApiError> {
         let url = format!("{}/supmit/api/v1.0/get_student_ages", self.base);
         let response = self.get(self.authorized(self.http.get(url))).await?;
         if !response.status().is_success() {
             return Err(self.failure(response, "").await);
         }
-        response
-            .json::<StudentAges>()
-            .await
-            .map(|body| body.student_ages.0)
-            .map_err(|e| ApiError::Failed {
-                url: self.url.clone(),
-                status: 200,
-                message: format!("unreadable answer: {e}"),
-            })
+        let unreadable = |e: &dyn std::fmt::Display| ApiError::Failed {
+            url: self.url.clone(),
+            status: 200,
+            message: format!("unreadable answer: {e}"),
+        };
+        let body = response.bytes().await.map_err(|e| unreadable(&e))?;
+        cache.get(body, |bytes| {
+            serde_json::from_slice::<StudentAges>(bytes)
+                .map(|body| body.student_ages.0)
+                .map_err(|e| unreadable(&e))
+        })
     }
 
     /// Creates the student or changes their age.

@@ -61,6 +61,7 @@ pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> 
         .at("/static/app.css", get(pages::stylesheet))
         .at("/static/app.js", get(pages::script))
         .data(api)
+        .data(Arc::new(listing::ClassCache::default()))
         .data(auth)
         .around(move |next, req| auth::guard(Arc::clone(&guard), next, req))
         .around(student_ages_process::log_request))

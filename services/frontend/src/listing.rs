@@ -134,15 +134,61 @@ pub(crate) fn matches(name: &str, needle_lowercase: &str) -> bool {
     needle_lowercase.is_empty() || name.to_lowercase().contains(needle_lowercase)
 }
 
-/// The students that match the view's filter, in its order.
-pub(crate) fn select(mut students: Vec<Student>, view: &View) -> Vec<Student> {
-    let needle = view.filter.to_lowercase();
-    if !needle.is_empty() {
-        students.retain(|s| matches(&s.name, &needle));
+/// The class as the API last listed it: the students in reading order,
+/// and the glance at them, made once per version of the list rather than
+/// once per page view (see [`ClassCache`]).
+#[derive(Debug)]
+pub(crate) struct Class {
+    pub(crate) students: Vec<Student>,
+    pub(crate) glance: Glance,
+}
+
+impl Class {
+    pub(crate) fn new(mut students: Vec<Student>) -> Class {
+        // The API answers in reading order already; a sort of sorted input
+        // is one pass, and an API that answered otherwise is put right.
+        students.sort_by(|a, b| reading_order(&a.name, &b.name));
+        let glance = Glance::of(&students);
+        Class { students, glance }
     }
-    // The API answers in reading order already; a sort of sorted input is
-    // one pass, and an API that answered otherwise is still put right.
-    students.sort_by(|a, b| reading_order(&a.name, &b.name));
+}
+
+/// The last [`Class`] made, by the API's answer it was made from: the
+/// list changes far less often than it is viewed, and comparing the
+/// answer's bytes costs far less than parsing, ordering and summing up
+/// 10,000 students again.
+#[derive(Default)]
+pub(crate) struct ClassCache(std::sync::Mutex<Option<(bytes::Bytes, std::sync::Arc<Class>)>>);
+
+impl ClassCache {
+    /// The class for this answer of the API's: the cached one if the
+    /// answer is the same, else made by `parse` and kept.
+    pub(crate) fn get<E>(
+        &self,
+        answer: bytes::Bytes,
+        parse: impl FnOnce(&[u8]) -> Result<Vec<Student>, E>,
+    ) -> Result<std::sync::Arc<Class>, E> {
+        {
+            // A poisoned lock only means a panic while swapping an Arc.
+            let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((bytes, class)) = &*cached
+                && *bytes == answer
+            {
+                return Ok(std::sync::Arc::clone(class));
+            }
+        }
+        let class = std::sync::Arc::new(Class::new(parse(&answer)?));
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((answer, std::sync::Arc::clone(&class)));
+        Ok(class)
+    }
+}
+
+/// The students of `class` (in reading order) that match the view's
+/// filter, in the view's order.
+pub(crate) fn select<'a>(class: &'a [Student], view: &View) -> Vec<&'a Student> {
+    let needle = view.filter.to_lowercase();
+    let mut students: Vec<&Student> = class.iter().filter(|s| matches(&s.name, &needle)).collect();
     match (view.sort, view.direction) {
         (SortKey::Name, Direction::Ascending) => {}
         (SortKey::Name, Direction::Descending) => students.reverse(),
@@ -187,12 +233,17 @@ pub(crate) struct Page {
 }
 
 impl Page {
-    pub(crate) fn of(selected: Vec<Student>, view: &View) -> Page {
+    pub(crate) fn of(selected: &[&Student], view: &View) -> Page {
         let matching = selected.len();
         let pages = matching.div_ceil(PAGE_SIZE).max(1);
         let number = view.page.clamp(1, pages);
         let start = (number - 1) * PAGE_SIZE;
-        let rows: Vec<Student> = selected.into_iter().skip(start).take(PAGE_SIZE).collect();
+        let rows: Vec<Student> = selected
+            .iter()
+            .skip(start)
+            .take(PAGE_SIZE)
+            .map(|s| (*s).clone())
+            .collect();
         let header = |key| {
             let (aria_sort, arrow) = view.sort_state(key);
             Header {
@@ -348,7 +399,7 @@ mod tests {
             .collect()
     }
 
-    fn names(students: &[Student]) -> Vec<&str> {
+    fn names<'a>(students: &[&'a Student]) -> Vec<&'a str> {
         students.iter().map(|s| s.name.as_str()).collect()
     }
 
@@ -360,21 +411,22 @@ mod tests {
             ("alice", 9),
             ("Student 2", 11),
         ]);
+        let students = Class::new(students).students;
         let view = |sort, dir| View::parse("", sort, dir, None);
         assert_eq!(
-            names(&select(students.clone(), &view(None, None))),
+            names(&select(&students, &view(None, None))),
             ["alice", "Student 2", "Student 10", "Zoé Li"]
         );
         assert_eq!(
-            names(&select(students.clone(), &view(None, Some("desc")))),
+            names(&select(&students, &view(None, Some("desc")))),
             ["Zoé Li", "Student 10", "Student 2", "alice"]
         );
         assert_eq!(
-            names(&select(students.clone(), &view(Some("age"), None))),
+            names(&select(&students, &view(Some("age"), None))),
             ["alice", "Student 10", "Student 2", "Zoé Li"]
         );
         assert_eq!(
-            names(&select(students, &view(Some("age"), Some("desc")))),
+            names(&select(&students, &view(Some("age"), Some("desc")))),
             ["Student 2", "Zoé Li", "alice", "Student 10"]
         );
     }
@@ -388,7 +440,8 @@ mod tests {
             })
             .collect();
         let view = View::parse("stu", Some("age"), Some("desc"), Some("3"));
-        let page = Page::of(select(students, &view), &view);
+        let students = Class::new(students).students;
+        let page = Page::of(&select(&students, &view), &view);
         assert_eq!((page.first, page.last, page.matching), (201, 250, 250));
         assert_eq!((page.number, page.pages), (3, 3));
         assert_eq!(
@@ -408,8 +461,37 @@ mod tests {
         let view = View::parse(" al ", Some("bogus"), Some("up"), Some("-4"));
         assert_eq!(view, View::parse("al", None, None, None));
         let view = View::parse("", None, None, Some("99"));
-        let page = Page::of(class(&[("a", 1)]), &view);
+        let page = Page::of(&select(&class(&[("a", 1)]), &view), &view);
         assert_eq!((page.number, page.first, page.last), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_class_is_made_once_per_answer_of_the_api() {
+        let cache = ClassCache::default();
+        let parse = |bytes: &[u8]| -> Result<Vec<Student>, ()> {
+            Ok(class(&[
+                (std::str::from_utf8(bytes).unwrap(), 1),
+                ("Zoé", 2),
+                ("alice", 3),
+            ]))
+        };
+        let first = cache.get(bytes::Bytes::from_static(b"bob"), parse).unwrap();
+        let again = cache
+            .get(
+                bytes::Bytes::from_static(b"bob"),
+                |_| -> Result<Vec<Student>, ()> { panic!("parsed again") },
+            )
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            names(&first.students.iter().collect::<Vec<_>>()),
+            ["alice", "bob", "Zoé"]
+        );
+        let changed = cache
+            .get(bytes::Bytes::from_static(b"carol"), parse)
+            .unwrap();
+        assert_eq!(changed.students[1].name, "carol");
+        assert_eq!(changed.glance.count, 3);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! form handler only runs for a signed-in user whose CSRF token matched,
 //! and a page knows from [`Nav`] whether to offer the forms.
 
+use std::sync::Arc;
+
 use askama::Template;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Html, Json, Query, Redirect};
@@ -15,7 +17,7 @@ use student_ages_rules::{Age, StudentName};
 
 use crate::api_client::{ApiClient, ApiError, Saved};
 use crate::auth::SignedIn;
-use crate::listing::{Glance, Page, Student, View, select};
+use crate::listing::{ClassCache, Glance, Page, Student, View, select};
 
 /// What the header shows of the user: who is signed in and the sign-out
 /// form (with the CSRF token every form on the page carries), or a
@@ -205,18 +207,19 @@ pub(crate) fn api_problem(error: &ApiError, nav: Nav) -> Response {
 async fn list_page(
     nav: Nav,
     api: &ApiClient,
+    cache: &ClassCache,
     query: &IndexQuery,
     form: FormState,
     status: StatusCode,
 ) -> Response {
-    let students = match api.list().await {
-        Ok(students) => students,
+    let class = match api.class(cache).await {
+        Ok(class) => class,
         Err(error) => return api_problem(&error, nav),
     };
     let view = query.view();
-    let glance = Glance::of(&students);
-    let total = students.len();
-    let page = Page::of(select(students, &view), &view);
+    let glance = class.glance.clone();
+    let total = class.students.len();
+    let page = Page::of(&select(&class.students, &view), &view);
     let page = IndexPage {
         can_edit: nav.user.is_some(),
         nav,
@@ -243,12 +246,13 @@ pub(crate) async fn export(
     req: &Request,
     Query(query): Query<IndexQuery>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
-    let students = match api.list().await {
-        Ok(students) => students,
+    let class = match api.class(&cache).await {
+        Ok(class) => class,
         Err(error) => return api_problem(&error, Nav::of(req)),
     };
-    let selected = select(students, &query.view());
+    let selected = select(&class.students, &query.view());
     match to_csv(&selected) {
         Ok(csv) => csv
             .with_content_type("text/csv; charset=utf-8")
@@ -268,7 +272,7 @@ pub(crate) async fn export(
     }
 }
 
-pub(crate) fn to_csv(students: &[Student]) -> Result<Vec<u8>, csv::Error> {
+pub(crate) fn to_csv(students: &[&Student]) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::with_capacity(students.len() * 16 + 9));
     writer.write_record(["name", "age"])?;
     for student in students {
@@ -282,10 +286,12 @@ pub(crate) async fn index(
     req: &Request,
     Query(query): Query<IndexQuery>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     list_page(
         Nav::of(req),
         &api,
+        &cache,
         &query,
         FormState::default(),
         StatusCode::OK,
@@ -303,6 +309,7 @@ pub(crate) async fn save(
     req: &Request,
     Form(form): Form<StudentForm>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     let mut state = FormState {
         name: form.name.clone(),
@@ -328,6 +335,7 @@ pub(crate) async fn save(
     list_page(
         Nav::of(req),
         &api,
+        &cache,
         &IndexQuery::default(),
         state,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -340,6 +348,7 @@ pub(crate) async fn delete(
     req: &Request,
     Form(form): Form<DeleteForm>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     match api.delete(&form.name).await {
         // Already gone is what the user wanted: say it is deleted.
@@ -353,6 +362,7 @@ pub(crate) async fn delete(
             list_page(
                 Nav::of(req),
                 &api,
+                &cache,
                 &IndexQuery::default(),
                 state,
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -394,6 +404,7 @@ pub(crate) fn script() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::Class;
 
     fn page(rows: Vec<(&str, u32)>) -> IndexPage {
         let students: Vec<Student> = rows
@@ -404,6 +415,7 @@ mod tests {
             })
             .collect();
         let view = View::default();
+        let class = Class::new(students.clone());
         IndexPage {
             nav: Nav {
                 user: Some("teacher".into()),
@@ -417,7 +429,7 @@ mod tests {
             total: students.len(),
             focus_add: students.is_empty(),
             glance: Glance::of(&students),
-            page: Page::of(students, &view),
+            page: Page::of(&select(&class.students, &view), &view),
             form_name: String::new(),
             form_age: String::new(),
             name_error: None,
