@@ -317,6 +317,13 @@ impl ApiClient {
                     status: s.as_u16(),
                     message: format!("unreadable answer: {e}"),
                 }),
+            // An API from before CSV import (mid-deploy): say so, not "no
+            // student named ''".
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Err(ApiError::Invalid(
+                "the API does not offer CSV import yet (an older version is running); \
+                 try again once it is updated"
+                    .into(),
+            )),
             _ => Err(self.failure(response, "").await),
         }
     }
