@@ -2,8 +2,8 @@
 //! handler, with nothing the real API adds (no OpenAPI layer, no store, no
 //! request log).
 //!
-//! It answers `GET /supmit/api/v1.0/get_student_ages` with the same JSON,
-//! behind the same basic-auth check (constant-time, both fields), from the
+//! It answers `GET /supmit/api/v1.0/get_student_ages` with the same JSON
+//! (names in the same reading order), behind the same basic-auth check (constant-time, both fields), from the
 //! data file read once at start. The benchmark loads it and the real API in
 //! one run and prints their ratio, so the cost of our layers is a measured
 //! figure rather than a guess. Not part of the product.
@@ -26,7 +26,8 @@ use subtle::ConstantTimeEq;
 struct Bare {
     username: String,
     password: String,
-    students: BTreeMap<String, u32>,
+    /// In reading order, as the API lists them.
+    students: serde_json::Map<String, serde_json::Value>,
 }
 
 #[handler]
@@ -51,10 +52,17 @@ async fn main() -> anyhow::Result<()> {
     let data_file = var("STUDENT_AGE_FILE")?;
     let text =
         std::fs::read_to_string(&data_file).with_context(|| format!("reading {data_file}"))?;
+    let students: BTreeMap<String, u32> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {data_file}"))?;
+    let mut students: Vec<(String, u32)> = students.into_iter().collect();
+    student_ages_rules::order::sort_by_reading_order(&mut students, |s| &s.0);
     let bare = Bare {
         username: var("API_USERNAME")?,
         password: var("API_PASSWORD")?,
-        students: serde_json::from_str(&text).with_context(|| format!("parsing {data_file}"))?,
+        students: students
+            .into_iter()
+            .map(|(name, age)| (name, age.into()))
+            .collect(),
     };
     let listen = var("LISTEN_ADDR")?;
     let app = Route::new()

@@ -53,6 +53,11 @@ fn body(message: impl Into<String>) -> Json<ErrorBody> {
 }
 
 impl ApiError {
+    /// A request the client can fix; the message says how.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(body(message))
+    }
+
     pub(crate) fn not_found() -> Self {
         ApiError::NotFound(body("Not found"))
     }
@@ -100,7 +105,8 @@ pub(crate) fn framework_error(error: poem::Error) -> Response {
         StatusCode::NOT_FOUND => "Not found".to_owned(),
         StatusCode::METHOD_NOT_ALLOWED => "Method not allowed".to_owned(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => format!(
-            "{error}; send the body as JSON with the header 'Content-Type: application/json'"
+            "{error}; send the body as JSON with the header 'Content-Type: application/json' \
+             (a CSV to student_ages.csv with 'Content-Type: text/csv')"
         ),
         _ => error.to_string(),
     };

@@ -14,6 +14,7 @@ mod auth;
 mod error;
 mod routes;
 mod store;
+mod students_csv;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub use store::{Store, StoreError};
 
 /// The largest request body accepted, in bytes: a `{"age": N}` is tiny.
 const MAX_BODY_BYTES: usize = 4 * 1024;
+/// The largest CSV accepted by an import, in bytes: 8 MiB is some 500,000
+/// students.
+const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -173,34 +177,51 @@ async fn limit_head<E: Endpoint>(next: E, req: Request) -> poem::Result<E::Outpu
     next.call(req).await
 }
 
-/// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so, whether
-/// or not the client sent a `Content-Length`; a body that cannot be read
-/// (malformed chunked encoding, a client gone) is a 400 that says that.
+/// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so (a CSV
+/// import over [`MAX_CSV_BYTES`] with a 413), whether or not the client
+/// sent a `Content-Length`; a body that cannot be read (malformed chunked
+/// encoding, a client gone) is a 400 that says that.
 async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::Output> {
-    let too_large = || {
-        poem::Error::from_string(
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            poem::http::StatusCode::BAD_REQUEST,
+    use poem::http::StatusCode;
+    let (limit, too_large) = if req.uri().path() == routes::CSV_PATH {
+        (
+            MAX_CSV_BYTES,
+            poem::Error::from_string(
+                format!(
+                    "the CSV is larger than {} MiB; split it into smaller files and import \
+                     each",
+                    MAX_CSV_BYTES / (1024 * 1024)
+                ),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        )
+    } else {
+        (
+            MAX_BODY_BYTES,
+            poem::Error::from_string(
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                StatusCode::BAD_REQUEST,
+            ),
         )
     };
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large);
     }
     if declared.is_none() && req.method() != poem::http::Method::GET {
         let bytes = req
             .take_body()
-            .into_bytes_limit(MAX_BODY_BYTES)
+            .into_bytes_limit(limit)
             .await
             .map_err(|error| match error {
-                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                poem::error::ReadBodyError::PayloadTooLarge => too_large,
                 _ => poem::Error::from_string(
                     "the request body could not be read (malformed chunked encoding?); \
                      send it again with a Content-Length",
-                    poem::http::StatusCode::BAD_REQUEST,
+                    StatusCode::BAD_REQUEST,
                 ),
             })?;
         req.set_body(bytes);

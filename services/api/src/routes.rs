@@ -14,8 +14,8 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{IntoResponse, Request, Response};
-use poem_openapi::param::Path;
-use poem_openapi::payload::{Json, Payload, PlainText};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, ParsePayload, Payload, PlainText};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -25,10 +25,16 @@ use student_ages_process::ApiCredentials;
 
 use crate::auth::{self, ApiAuth};
 use crate::error::ApiError;
-use crate::store::{Change, Health as StoreHealth, Outcome, Reason, Store};
+use crate::store::{
+    Change, Health as StoreHealth, ImportSummary, Outcome, Reason, Store, plan_import,
+};
+use crate::students_csv::{self, Refusal};
 
 /// The original service's list path.
 pub(crate) const LIST_PATH: &str = "/supmit/api/v1.0/get_student_ages";
+
+/// The whole class as CSV: `GET` exports it, `POST` imports one.
+pub(crate) const CSV_PATH: &str = "/supmit/api/v1.0/student_ages.csv";
 
 /// The one-student paths with the name left out, which get a 400 saying
 /// the name is empty rather than a 404.
@@ -152,6 +158,187 @@ enum HealthResponse {
     /// The data file cannot be read, or did not answer in time.
     #[oai(status = 503)]
     Unavailable(Json<Health>),
+}
+
+/// A class as CSV: a header `name,age`, then one student per row, UTF-8.
+pub(crate) struct Csv(Vec<u8>);
+
+impl Payload for Csv {
+    const CONTENT_TYPE: &'static str = "text/csv; charset=utf-8";
+
+    /// `text/csv` (or `application/csv`, or `text/plain`), any parameters.
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        ["text/csv", "application/csv", "text/plain"]
+            .iter()
+            .any(|accepted| essence.eq_ignore_ascii_case(accepted))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+}
+
+impl ParsePayload for Csv {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        use poem::FromRequest;
+        Ok(Csv(Vec::<u8>::from_request(request, body).await?))
+    }
+}
+
+// The two-argument form: the one-argument form names the macro unqualified.
+poem_openapi::impl_apirequest_for_payload!(Csv,);
+
+impl IntoResponse for Csv {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .header(
+                poem::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"student_ages.csv\"",
+            )
+            .body(self.0)
+    }
+}
+
+#[derive(ApiResponse)]
+enum Export {
+    /// Every student, `name,age`, with a header, in reading order.
+    #[oai(status = 200)]
+    Ok(Csv),
+}
+
+/// The most students listed by name in each part of an import report;
+/// the counts are always complete.
+const MAX_LISTED: usize = 1000;
+
+/// A student an import adds.
+#[derive(Debug, Object)]
+struct ImportedStudent {
+    /// The line of the CSV it is on.
+    line: u64,
+    name: String,
+    age: u32,
+}
+
+/// A student whose age an import changes.
+#[derive(Debug, Object)]
+struct ChangedStudent {
+    line: u64,
+    name: String,
+    age: u32,
+    /// The age stored before the import.
+    previous_age: u32,
+}
+
+/// A row an import refused.
+#[derive(Debug, Object)]
+struct CsvRowError {
+    /// The line of the CSV (the header is line 1).
+    line: u64,
+    /// What is wrong with the row.
+    error: String,
+}
+
+/// What an import did, or would do (`dry_run`), or why it did nothing.
+#[derive(Debug, Object)]
+struct ImportReport {
+    /// A preview: nothing was written.
+    dry_run: bool,
+    /// Whether the import was applied (never with errors or a dry run).
+    applied: bool,
+    /// Students the file adds.
+    added: usize,
+    /// Students whose age the file changes.
+    changed: usize,
+    /// Rows that match what is stored already.
+    unchanged: usize,
+    /// Students not in the file: left as they are.
+    not_in_file: usize,
+    /// The students added, in file order (the first 1,000).
+    added_students: Vec<ImportedStudent>,
+    /// The students changed, in file order (the first 1,000).
+    changed_students: Vec<ChangedStudent>,
+    /// The rows refused (the first 100); any error means nothing was
+    /// written.
+    errors: Vec<CsvRowError>,
+    /// How many rows were refused.
+    error_count: usize,
+    /// With errors: what happened, in a sentence.
+    #[oai(skip_serializing_if_is_none)]
+    error: Option<String>,
+}
+
+impl ImportReport {
+    fn of(summary: ImportSummary, dry_run: bool) -> ImportReport {
+        ImportReport {
+            dry_run,
+            applied: !dry_run,
+            added: summary.added.len(),
+            changed: summary.changed.len(),
+            unchanged: summary.unchanged,
+            not_in_file: summary.not_in_file,
+            added_students: summary
+                .added
+                .into_iter()
+                .take(MAX_LISTED)
+                .map(|(line, name, age)| ImportedStudent { line, name, age })
+                .collect(),
+            changed_students: summary
+                .changed
+                .into_iter()
+                .take(MAX_LISTED)
+                .map(|(line, name, age, previous_age)| ChangedStudent {
+                    line,
+                    name,
+                    age,
+                    previous_age,
+                })
+                .collect(),
+            errors: Vec::new(),
+            error_count: 0,
+            error: None,
+        }
+    }
+
+    fn refused(errors: Vec<students_csv::RowError>, count: usize, dry_run: bool) -> ImportReport {
+        let rows = if count == 1 { "row is" } else { "rows are" };
+        ImportReport {
+            dry_run,
+            applied: false,
+            added: 0,
+            changed: 0,
+            unchanged: 0,
+            not_in_file: 0,
+            added_students: Vec::new(),
+            changed_students: Vec::new(),
+            errors: errors
+                .into_iter()
+                .map(|e| CsvRowError {
+                    line: e.line,
+                    error: e.message,
+                })
+                .collect(),
+            error_count: count,
+            error: Some(format!(
+                "{count} {rows} invalid, so nothing was written; fix them and send the whole \
+                 file again"
+            )),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Import {
+    /// Every row is valid: what the import did, or would do with
+    /// `dry_run=true`.
+    #[oai(status = 200)]
+    Ok(Json<ImportReport>),
+    /// Some rows are invalid, each named by its line: nothing was written.
+    #[oai(status = 422)]
+    Invalid(Json<ImportReport>),
 }
 
 pub(crate) struct Api;
@@ -288,6 +475,66 @@ impl Api {
         match store.apply(Change::Delete { name }).await {
             Ok(Outcome::NotFound) => Err(ApiError::not_found()),
             Ok(_) => Ok(Deleted::Deleted),
+            Err(e) => Err(ApiError::store(&e)),
+        }
+    }
+
+    /// Every student as CSV
+    ///
+    /// `name,age`, with a header, UTF-8, in reading order (case and
+    /// accents ignored, numbers by value), as a spreadsheet opens it.
+    #[oai(
+        path = "/supmit/api/v1.0/student_ages.csv",
+        method = "get",
+        tag = "Tag::Students"
+    )]
+    async fn export_csv(&self, _auth: ApiAuth, store: Data<&Store>) -> Result<Export, ApiError> {
+        let snapshot = store.snapshot().await.map_err(|e| ApiError::store(&e))?;
+        Ok(Export::Ok(Csv(snapshot.csv().to_vec())))
+    }
+
+    /// Add and change students from a CSV
+    ///
+    /// The body is `name,age` with a header (`Content-Type: text/csv`, at
+    /// most 8 MiB). Every row is checked with the rules of a single write;
+    /// if any row is refused, nothing is written and the answer (422)
+    /// lists the bad rows by line. Otherwise every row is applied in one
+    /// durable write, all or nothing; students not in the file are left as
+    /// they are. With `dry_run=true` nothing is written: the answer says
+    /// what would be added, changed and left alone.
+    #[oai(
+        path = "/supmit/api/v1.0/student_ages.csv",
+        method = "post",
+        tag = "Tag::Students"
+    )]
+    async fn import_csv(
+        &self,
+        _auth: ApiAuth,
+        store: Data<&Store>,
+        /// Preview only: check and compare, write nothing.
+        dry_run: Query<Option<bool>>,
+        body: Csv,
+    ) -> Result<Import, ApiError> {
+        let dry_run = dry_run.0.unwrap_or(false);
+        let rows = match students_csv::parse(&body.0) {
+            Ok(rows) => rows,
+            Err(Refusal::NotCsv(message)) => return Err(ApiError::bad_request(message)),
+            Err(Refusal::BadRows { errors, count }) => {
+                return Ok(Import::Invalid(Json(ImportReport::refused(
+                    errors, count, dry_run,
+                ))));
+            }
+        };
+        if dry_run {
+            let snapshot = store.snapshot().await.map_err(|e| ApiError::store(&e))?;
+            let summary = plan_import(&snapshot.students, &rows);
+            return Ok(Import::Ok(Json(ImportReport::of(summary, true))));
+        }
+        match store.apply(Change::Import { rows }).await {
+            Ok(Outcome::Imported(summary)) => {
+                Ok(Import::Ok(Json(ImportReport::of(summary, false))))
+            }
+            Ok(other) => unreachable!("an import answers Imported, not {other:?}"),
             Err(e) => Err(ApiError::store(&e)),
         }
     }

@@ -8,17 +8,20 @@
 //! nothing, and a restarting API or proxy refuses or drops exactly such a
 //! connection. Writes are never retried.
 
-use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use student_ages_process::{ApiCredentials, ExposeSecret};
 use student_ages_rules::{Age, StudentName};
 
 use crate::api_url::ApiUrl;
+use crate::listing::{Class, ClassCache, Student};
 
 /// How the API let us down, in words for the error page.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,8 +52,78 @@ pub(crate) enum ApiError {
 
 #[derive(Deserialize)]
 struct StudentAges {
-    student_ages: BTreeMap<String, u32>,
+    student_ages: InOrder,
 }
+
+/// The list's JSON object read into a `Vec`, in the order the API sent it
+/// (reading order), without a map in between.
+struct InOrder(Vec<Student>);
+
+impl<'de> Deserialize<'de> for InOrder {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = InOrder;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object of student name to age")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InOrder, A::Error> {
+                let mut students = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((name, age)) = map.next_entry::<String, u32>()? {
+                    students.push(Student { name, age });
+                }
+                Ok(InOrder(students))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// The API's answer to a CSV import or its preview.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ImportReport {
+    pub(crate) applied: bool,
+    pub(crate) added: usize,
+    pub(crate) changed: usize,
+    pub(crate) unchanged: usize,
+    pub(crate) not_in_file: usize,
+    #[serde(default)]
+    pub(crate) added_students: Vec<AddedStudent>,
+    #[serde(default)]
+    pub(crate) changed_students: Vec<ChangedStudent>,
+    #[serde(default)]
+    pub(crate) errors: Vec<RowError>,
+    #[serde(default)]
+    pub(crate) error_count: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct AddedStudent {
+    pub(crate) line: u64,
+    pub(crate) name: String,
+    pub(crate) age: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ChangedStudent {
+    pub(crate) line: u64,
+    pub(crate) name: String,
+    pub(crate) age: u32,
+    pub(crate) previous_age: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct RowError {
+    pub(crate) line: u64,
+    pub(crate) error: String,
+}
+
+/// How long an import may take: a 5 MB file is checked row by row.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -161,22 +234,25 @@ impl ApiClient {
         }
     }
 
-    /// Every student and their age.
-    pub(crate) async fn list(&self) -> Result<BTreeMap<String, u32>, ApiError> {
+    /// The class: every student and their age, in reading order, from
+    /// `cache` when the API's answer is the one it was made from.
+    pub(crate) async fn class(&self, cache: &ClassCache) -> Result<Arc<Class>, ApiError> {
         let url = format!("{}/supmit/api/v1.0/get_student_ages", self.base);
         let response = self.get(self.authorized(self.http.get(url))).await?;
         if !response.status().is_success() {
             return Err(self.failure(response, "").await);
         }
-        response
-            .json::<StudentAges>()
-            .await
-            .map(|body| body.student_ages)
-            .map_err(|e| ApiError::Failed {
-                url: self.url.clone(),
-                status: 200,
-                message: format!("unreadable answer: {e}"),
-            })
+        let unreadable = |e: &dyn std::fmt::Display| ApiError::Failed {
+            url: self.url.clone(),
+            status: 200,
+            message: format!("unreadable answer: {e}"),
+        };
+        let body = response.bytes().await.map_err(|e| unreadable(&e))?;
+        cache.get(body, |bytes| {
+            serde_json::from_slice::<StudentAges>(bytes)
+                .map(|body| body.student_ages.0)
+                .map_err(|e| unreadable(&e))
+        })
     }
 
     /// Creates the student or changes their age.
@@ -202,6 +278,53 @@ impl ApiClient {
             Ok(())
         } else {
             Err(self.failure(response, name).await)
+        }
+    }
+
+    /// Sends a CSV to the API's import: a preview (`dry_run`) or the real
+    /// thing. A file with bad rows is `Ok` with the rows in `errors` (and
+    /// nothing written); a body the API refuses whole (not CSV, too large)
+    /// is [`ApiError::Invalid`] with its message.
+    pub(crate) async fn import_csv(
+        &self,
+        csv: Vec<u8>,
+        dry_run: bool,
+    ) -> Result<ImportReport, ApiError> {
+        let url = format!(
+            "{}/supmit/api/v1.0/student_ages.csv{}",
+            self.base,
+            if dry_run { "?dry_run=true" } else { "" }
+        );
+        let request = self
+            .http
+            .post(url)
+            .timeout(IMPORT_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "text/csv; charset=utf-8")
+            .body(csv);
+        let request = self.authorized(request);
+        // A preview changes nothing, so it may be sent again; an import not.
+        let response = if dry_run {
+            self.get(request).await?
+        } else {
+            self.send(request).await?
+        };
+        match response.status() {
+            s if s.is_success() || s == StatusCode::UNPROCESSABLE_ENTITY => response
+                .json::<ImportReport>()
+                .await
+                .map_err(|e| ApiError::Failed {
+                    url: self.url.clone(),
+                    status: s.as_u16(),
+                    message: format!("unreadable answer: {e}"),
+                }),
+            // An API from before CSV import (mid-deploy): say so, not "no
+            // student named ''".
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Err(ApiError::Invalid(
+                "the API does not offer CSV import yet (an older version is running); \
+                 try again once it is updated"
+                    .into(),
+            )),
+            _ => Err(self.failure(response, "").await),
         }
     }
 

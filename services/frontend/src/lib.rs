@@ -13,6 +13,8 @@
 mod api_client;
 mod api_url;
 mod auth;
+mod import;
+mod listing;
 mod pages;
 
 use std::future::Future;
@@ -50,12 +52,16 @@ pub fn app(config: &Config) -> reqwest::Result<impl Endpoint<Output = Response> 
         .at("/", get(pages::index))
         .at("/students", post(pages::save))
         .at("/students/delete", post(pages::delete))
+        .at("/students.csv", get(pages::export))
+        .at("/import", get(import::upload_form).post(import::preview))
+        .at("/import/apply", post(import::apply))
         .at("/login", get(auth::login_page).post(auth::login))
         .at("/logout", post(auth::logout))
         .at("/healthz", get(pages::healthz))
         .at("/static/app.css", get(pages::stylesheet))
         .at("/static/app.js", get(pages::script))
         .data(api)
+        .data(Arc::new(listing::ClassCache::default()))
         .data(auth)
         .around(move |next, req| auth::guard(Arc::clone(&guard), next, req))
         .around(student_ages_process::log_request))

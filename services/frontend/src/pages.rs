@@ -6,6 +6,8 @@
 //! form handler only runs for a signed-in user whose CSRF token matched,
 //! and a page knows from [`Nav`] whether to offer the forms.
 
+use std::sync::Arc;
+
 use askama::Template;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Html, Json, Query, Redirect};
@@ -15,6 +17,7 @@ use student_ages_rules::{Age, StudentName};
 
 use crate::api_client::{ApiClient, ApiError, Saved};
 use crate::auth::SignedIn;
+use crate::listing::{ClassCache, Glance, Page, Student, View, select};
 
 /// What the header shows of the user: who is signed in and the sign-out
 /// form (with the CSRF token every form on the page carries), or a
@@ -44,7 +47,7 @@ impl Nav {
     }
 
     /// For the request the guard let through.
-    fn of(req: &Request) -> Nav {
+    pub(crate) fn of(req: &Request) -> Nav {
         req.extensions()
             .get::<SignedIn>()
             .map_or_else(|| Nav::anonymous(true), Nav::signed_in)
@@ -55,9 +58,44 @@ impl Nav {
 pub(crate) struct IndexQuery {
     #[serde(default)]
     q: String,
+    sort: Option<String>,
+    dir: Option<String>,
+    page: Option<String>,
     saved: Option<String>,
     created: Option<String>,
     deleted: Option<String>,
+    /// After an import: how many students it added, changed, left.
+    imported: Option<String>,
+}
+
+impl IndexQuery {
+    fn view(&self) -> View {
+        View::parse(
+            &self.q,
+            self.sort.as_deref(),
+            self.dir.as_deref(),
+            self.page.as_deref(),
+        )
+    }
+
+    fn notice(&self) -> Option<String> {
+        match (&self.created, &self.saved, &self.deleted, &self.imported) {
+            (Some(name), _, _, _) => Some(format!("Added {name}.")),
+            (_, Some(name), _, _) => Some(format!("Saved {name}.")),
+            (_, _, Some(name), _) => Some(format!("Deleted {name}.")),
+            (_, _, _, Some(counts)) => {
+                let counts: Vec<usize> = counts.split('.').filter_map(|n| n.parse().ok()).collect();
+                match counts[..] {
+                    [added, changed, unchanged] => Some(format!(
+                        "Imported the CSV: {added} added, {changed} changed, {unchanged} \
+                         unchanged."
+                    )),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,11 +112,6 @@ pub(crate) struct DeleteForm {
     name: String,
 }
 
-struct Row {
-    name: String,
-    age: u32,
-}
-
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
@@ -87,9 +120,14 @@ struct IndexPage {
     can_edit: bool,
     notice: Option<String>,
     query: String,
-    rows: Vec<Row>,
+    page: Page,
+    glance: Glance,
     shown: usize,
     total: usize,
+    /// Put the focus in the add form's name field: the list is empty, so
+    /// adding is the one thing to do (a form sent back with an error
+    /// focuses the field in error instead).
+    focus_add: bool,
     form_name: String,
     form_age: String,
     name_error: Option<String>,
@@ -135,7 +173,7 @@ pub(crate) fn render(template: &impl Template, status: StatusCode) -> Response {
 
 /// The page shown when the API cannot serve us: 502 when it does not
 /// answer, 503 when it answers but refuses or fails.
-fn api_problem(error: &ApiError, nav: Nav) -> Response {
+pub(crate) fn api_problem(error: &ApiError, nav: Nav) -> Response {
     tracing::warn!(%error, "API problem");
     let (status, heading, hint) = match error {
         ApiError::Unreachable { .. } => (
@@ -169,37 +207,29 @@ fn api_problem(error: &ApiError, nav: Nav) -> Response {
 async fn list_page(
     nav: Nav,
     api: &ApiClient,
+    cache: &ClassCache,
     query: &IndexQuery,
     form: FormState,
     status: StatusCode,
 ) -> Response {
-    let students = match api.list().await {
-        Ok(students) => students,
+    let class = match api.class(cache).await {
+        Ok(class) => class,
         Err(error) => return api_problem(&error, nav),
     };
-    let needle = query.q.trim().to_lowercase();
-    let rows: Vec<Row> = students
-        .iter()
-        .filter(|(name, _)| needle.is_empty() || name.to_lowercase().contains(&needle))
-        .map(|(name, age)| Row {
-            name: name.clone(),
-            age: *age,
-        })
-        .collect();
-    let notice = match (&query.created, &query.saved, &query.deleted) {
-        (Some(name), _, _) => Some(format!("Added {name}.")),
-        (_, Some(name), _) => Some(format!("Saved {name}.")),
-        (_, _, Some(name)) => Some(format!("Deleted {name}.")),
-        _ => None,
-    };
+    let view = query.view();
+    let glance = class.glance.clone();
+    let total = class.students.len();
+    let page = Page::of(&select(&class.students, &view), &view);
     let page = IndexPage {
         can_edit: nav.user.is_some(),
         nav,
-        notice,
-        query: query.q.clone(),
-        shown: rows.len(),
-        total: students.len(),
-        rows,
+        notice: query.notice(),
+        query: view.filter.clone(),
+        shown: page.rows.len(),
+        focus_add: total == 0 && form.name_error.is_none() && form.age_error.is_none(),
+        page,
+        glance,
+        total,
         form_name: form.name,
         form_age: form.age,
         name_error: form.name_error,
@@ -209,15 +239,59 @@ async fn list_page(
     render(&page, status)
 }
 
+/// The list as CSV (`name,age`, with a header, UTF-8): every student that
+/// matches the filter, in the order shown, on every page.
+#[handler]
+pub(crate) async fn export(
+    req: &Request,
+    Query(query): Query<IndexQuery>,
+    api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
+) -> Response {
+    let class = match api.class(&cache).await {
+        Ok(class) => class,
+        Err(error) => return api_problem(&error, Nav::of(req)),
+    };
+    let selected = select(&class.students, &query.view());
+    match to_csv(&selected) {
+        Ok(csv) => csv
+            .with_content_type("text/csv; charset=utf-8")
+            .with_header(
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"student_ages.csv\"",
+            )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "CSV export failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the CSV could not be made",
+            )
+                .into_response()
+        }
+    }
+}
+
+pub(crate) fn to_csv(students: &[&Student]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(students.len() * 16 + 9));
+    writer.write_record(["name", "age"])?;
+    for student in students {
+        writer.write_record([student.name.as_str(), student.age.to_string().as_str()])?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
 #[handler]
 pub(crate) async fn index(
     req: &Request,
     Query(query): Query<IndexQuery>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     list_page(
         Nav::of(req),
         &api,
+        &cache,
         &query,
         FormState::default(),
         StatusCode::OK,
@@ -235,6 +309,7 @@ pub(crate) async fn save(
     req: &Request,
     Form(form): Form<StudentForm>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     let mut state = FormState {
         name: form.name.clone(),
@@ -260,6 +335,7 @@ pub(crate) async fn save(
     list_page(
         Nav::of(req),
         &api,
+        &cache,
         &IndexQuery::default(),
         state,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -272,6 +348,7 @@ pub(crate) async fn delete(
     req: &Request,
     Form(form): Form<DeleteForm>,
     api: Data<&ApiClient>,
+    cache: Data<&Arc<ClassCache>>,
 ) -> Response {
     match api.delete(&form.name).await {
         // Already gone is what the user wanted: say it is deleted.
@@ -285,6 +362,7 @@ pub(crate) async fn delete(
             list_page(
                 Nav::of(req),
                 &api,
+                &cache,
                 &IndexQuery::default(),
                 state,
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -326,8 +404,18 @@ pub(crate) fn script() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::Class;
 
     fn page(rows: Vec<(&str, u32)>) -> IndexPage {
+        let students: Vec<Student> = rows
+            .into_iter()
+            .map(|(name, age)| Student {
+                name: name.into(),
+                age,
+            })
+            .collect();
+        let view = View::default();
+        let class = Class::new(students.clone());
         IndexPage {
             nav: Nav {
                 user: Some("teacher".into()),
@@ -337,15 +425,11 @@ mod tests {
             can_edit: true,
             notice: None,
             query: String::new(),
-            shown: rows.len(),
-            total: rows.len(),
-            rows: rows
-                .into_iter()
-                .map(|(name, age)| Row {
-                    name: name.into(),
-                    age,
-                })
-                .collect(),
+            shown: students.len(),
+            total: students.len(),
+            focus_add: students.is_empty(),
+            glance: Glance::of(&students),
+            page: Page::of(&select(&class.students, &view), &view),
             form_name: String::new(),
             form_age: String::new(),
             name_error: None,

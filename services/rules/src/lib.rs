@@ -8,6 +8,10 @@
 //! that holds one knows it is valid. A refusal is a [`NameError`] or an
 //! [`AgeError`], so a caller knows which field was wrong without reading the
 //! message; their `Display` is the message a user sees.
+//!
+//! [`order`] is the order names are listed in, everywhere.
+
+pub mod order;
 
 use std::fmt;
 

@@ -63,16 +63,67 @@ pub enum Change {
     Put { name: StudentName, age: Age },
     /// Remove the student.
     Delete { name: StudentName },
+    /// Create or change every student in `rows` (each name once), in one
+    /// durable write: all of them or none. Students not in `rows` are
+    /// left as they are.
+    Import { rows: Vec<ImportRow> },
+}
+
+/// One row of an import: the student, and the line of the file it came
+/// from (for the report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRow {
+    pub line: u64,
+    pub name: StudentName,
+    pub age: Age,
+}
+
+/// What an import does (or, planned against a snapshot, would do) to the
+/// students. Rows keep the file's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// New students: (line, name, age).
+    pub added: Vec<(u64, String, u32)>,
+    /// Students whose age changes: (line, name, age, previous age).
+    pub changed: Vec<(u64, String, u32, u32)>,
+    /// Rows that match what is stored already.
+    pub unchanged: usize,
+    /// Students not in the file, left as they are.
+    pub not_in_file: usize,
+}
+
+/// What importing `rows` into `students` does, without doing it.
+pub fn plan_import(students: &Students, rows: &[ImportRow]) -> ImportSummary {
+    let mut summary = ImportSummary::default();
+    for row in rows {
+        let age = row.age.years();
+        match students.get(row.name.as_str()) {
+            None => summary
+                .added
+                .push((row.line, row.name.as_str().to_owned(), age)),
+            Some(stored) if stored.0 != age => {
+                summary
+                    .changed
+                    .push((row.line, row.name.as_str().to_owned(), age, stored.0));
+            }
+            Some(_) => summary.unchanged += 1,
+        }
+    }
+    let in_file = summary.changed.len() + summary.unchanged;
+    summary.not_in_file = students.len() - in_file;
+    summary
 }
 
 /// What a [`Change`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Created,
     Updated,
     Deleted,
     /// A delete of a student who does not exist: nothing was written.
     NotFound,
+    /// An import, with what it did.
+    Imported(ImportSummary),
 }
 
 /// Why the store could not serve a request.
@@ -128,6 +179,7 @@ pub struct Snapshot {
     pub students: Students,
     stamp: FileStamp,
     json: OnceLock<Vec<u8>>,
+    csv: OnceLock<Vec<u8>>,
 }
 
 impl Snapshot {
@@ -136,6 +188,7 @@ impl Snapshot {
             students,
             stamp,
             json: OnceLock::new(),
+            csv: OnceLock::new(),
         }
     }
 
@@ -144,13 +197,50 @@ impl Snapshot {
         Ok(Snapshot::new(students, stamp))
     }
 
-    /// The students as one compact JSON object, `{"alice":12,...}`, made on
-    /// first use and kept: a write makes a new snapshot, so it cannot go
-    /// stale.
+    /// The students in reading order (`student_ages_rules::order`), the
+    /// order every list the API answers is in.
+    pub fn in_reading_order(&self) -> Vec<(&str, u32)> {
+        let mut students: Vec<(&str, u32)> = self
+            .students
+            .iter()
+            .map(|(name, age)| (name.as_str(), age.0))
+            .collect();
+        student_ages_rules::order::sort_by_reading_order(&mut students, |s| s.0);
+        students
+    }
+
+    /// The students as one compact JSON object, `{"alice":12,...}`, in
+    /// reading order, made on first use and kept: a write makes a new
+    /// snapshot, so it cannot go stale.
     pub fn json(&self) -> &[u8] {
         self.json.get_or_init(|| {
-            serde_json::to_vec(&self.students)
-                .expect("a map of strings to integers always serializes")
+            let mut bytes = Vec::with_capacity(self.students.len() * 16 + 2);
+            let mut serializer = serde_json::Serializer::new(&mut bytes);
+            serde::Serializer::collect_map(&mut serializer, self.in_reading_order())
+                .expect("a map of strings to integers always serializes");
+            bytes
+        })
+    }
+
+    /// The students as CSV, `name,age` with a header, UTF-8, in reading
+    /// order; made on first use and kept, like [`Snapshot::json`].
+    pub fn csv(&self) -> &[u8] {
+        self.csv.get_or_init(|| {
+            let mut writer =
+                csv::Writer::from_writer(Vec::with_capacity(self.students.len() * 16 + 9));
+            writer
+                .write_record(["name", "age"])
+                .and_then(|()| {
+                    self.in_reading_order()
+                        .into_iter()
+                        .try_for_each(|(name, age)| {
+                            writer.write_record([name, age.to_string().as_str()])
+                        })
+                })
+                .expect("writing CSV to memory cannot fail");
+            writer
+                .into_inner()
+                .expect("writing CSV to memory cannot fail")
         })
     }
 }
@@ -615,6 +705,76 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(store.snapshot().await.unwrap().students.len(), 1);
+    }
+
+    fn rows(rows: &[(&str, u32)]) -> Vec<ImportRow> {
+        rows.iter()
+            .zip(2..)
+            .map(|((student, age), line)| ImportRow {
+                line,
+                name: name(student),
+                age: Age::new((*age).into()).unwrap(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_import_is_one_write_and_says_what_it_did() {
+        let (_dir, store) = store_with(r#"{"alice": 12, "bob": 13, "carol": 11}"#);
+        let import = rows(&[
+            ("alice", 12),
+            ("bob", 14),
+            ("Student 10", 9),
+            ("Student 2", 8),
+        ]);
+        let planned = plan_import(&store.snapshot().await.unwrap().students, &import);
+        let Outcome::Imported(done) = store.apply(Change::Import { rows: import }).await.unwrap()
+        else {
+            panic!("not an import")
+        };
+        assert_eq!(planned, done);
+        assert_eq!(
+            done.added,
+            [
+                (4, "Student 10".to_owned(), 9),
+                (5, "Student 2".to_owned(), 8)
+            ]
+        );
+        assert_eq!(done.changed, [(3, "bob".to_owned(), 14, 13)]);
+        assert_eq!((done.unchanged, done.not_in_file), (1, 1));
+        // The file keeps its byte order; the JSON and CSV read in reading order.
+        assert_eq!(
+            fs::read_to_string(store.path()).unwrap(),
+            "{\n  \"Student 10\": 9,\n  \"Student 2\": 8,\n  \"alice\": 12,\n  \"bob\": 14,\n  \"carol\": 11\n}\n"
+        );
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(
+            snapshot.json(),
+            br#"{"alice":12,"bob":14,"carol":11,"Student 2":8,"Student 10":9}"#
+        );
+        assert_eq!(
+            snapshot.csv(),
+            b"name,age\nalice,12\nbob,14\ncarol,11\nStudent 2,8\nStudent 10,9\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_import_writes_none_of_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = store_with(r#"{"alice": 12}"#);
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o444)).unwrap();
+        let error = store
+            .apply(Change::Import {
+                rows: rows(&[("bob", 1), ("alice", 2)]),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(*error, StoreError::ReadOnly { .. }), "{error}");
+        assert_eq!(
+            fs::read_to_string(store.path()).unwrap(),
+            r#"{"alice": 12}"#
+        );
         assert_eq!(store.snapshot().await.unwrap().students.len(), 1);
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 use super::file::{self, FileLock, FileStamp, ReplaceError};
-use super::{Change, Outcome, Shared, Snapshot, StoreError, Students};
+use super::{Change, Outcome, Shared, Snapshot, StoreError, Students, plan_import};
 
 /// The largest number of changes committed in one fsync cycle.
 const MAX_BATCH: usize = 4096;
@@ -133,5 +133,17 @@ fn apply_change(students: &mut Students, change: &Change) -> Outcome {
             Some(_) => Outcome::Deleted,
             None => Outcome::NotFound,
         },
+        Change::Import { rows } => {
+            // Planned against the version it is applied to, so the summary
+            // is what happened, whatever was written since a preview.
+            let summary = plan_import(students, rows);
+            for row in rows {
+                students.insert(
+                    row.name.as_str().to_owned(),
+                    file::StoredAge(row.age.years()),
+                );
+            }
+            Outcome::Imported(summary)
+        }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - `contract`: every route, status and error message as a client sees
 //!   it, against the API served in this process on a loopback port.
+//! - `csv`: the CSV export and import: preview, bad rows by line with
+//!   nothing written, a 5 MB file, the size limit, bodies that are not CSV.
 //! - `binary`: what only the real `api` binary can show: its environment
 //!   variables, exit codes, the `healthcheck` subcommand, SIGTERM.
 //! - `durability`: acknowledged writes survive concurrency, a second
@@ -11,5 +13,6 @@
 
 mod binary;
 mod contract;
+mod csv;
 mod durability;
 mod helpers;

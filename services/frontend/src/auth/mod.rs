@@ -46,6 +46,10 @@ pub const LOGIN_COOKIE: &str = "sa_login";
 const LOGIN_PATH: &str = "/login";
 /// The largest form body read to find its CSRF token.
 const MAX_FORM: usize = 64 * 1024;
+/// The largest `multipart/form-data` body (a CSV upload, or the import
+/// form carrying one back): the API's 8 MiB, plus room for the form and
+/// for line ends a browser turns into CRLF.
+const MAX_UPLOAD_FORM: usize = 12 * 1024 * 1024;
 
 /// Who may see the list without signing in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -233,6 +237,30 @@ fn form_field(body: &[u8], field: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The boundary of a `multipart/form-data` request, if it is one.
+fn multipart_boundary(req: &Request) -> Option<String> {
+    let content_type = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+        .then(|| multer::parse_boundary(content_type).ok())
+        .flatten()
+}
+
+/// The first value of the text field `field` in a multipart body.
+async fn multipart_field(body: bytes::Bytes, boundary: String, field: &str) -> Option<String> {
+    let stream =
+        futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(body)));
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(part)) = form.next_field().await {
+        if part.name() == Some(field) {
+            return part.text().await.ok();
+        }
+    }
+    None
+}
+
 fn see_other(location: &str) -> Response {
     Response::builder()
         .status(StatusCode::SEE_OTHER)
@@ -279,13 +307,33 @@ pub(crate) async fn guard<E: Endpoint>(
     let mut response = match lookup {
         Lookup::Valid { signed_in, reissue } => {
             if changes {
-                let body = match req.take_body().into_bytes_limit(MAX_FORM).await {
+                let multipart = multipart_boundary(&req);
+                let limit = if multipart.is_some() {
+                    MAX_UPLOAD_FORM
+                } else {
+                    MAX_FORM
+                };
+                let body = match req.take_body().into_bytes_limit(limit).await {
                     Ok(body) => body,
                     Err(_) => {
-                        return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+                        return Ok(refused(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "This form is too large",
+                            &format!(
+                                "A form may carry at most {} MiB.",
+                                limit.div_ceil(1024 * 1024)
+                            ),
+                            "Nothing was changed. A CSV over 8 MiB must be split and imported \
+                             in parts.",
+                            Nav::signed_in(&signed_in),
+                        ));
                     }
                 };
-                let sent = form_field(&body, "csrf").unwrap_or_default();
+                let sent = match multipart {
+                    Some(boundary) => multipart_field(body.clone(), boundary, "csrf").await,
+                    None => form_field(&body, "csrf"),
+                }
+                .unwrap_or_default();
                 if !tokens_match(&signed_in.csrf, &sent) {
                     tracing::warn!(
                         client = %auth.client(&req),

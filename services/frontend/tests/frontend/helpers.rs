@@ -159,6 +159,26 @@ impl User {
         self.post_as_is(path, &form).await
     }
 
+    /// Posts a multipart form (a file upload) with this user's CSRF token.
+    pub async fn post_file(&self, path: &str, field: &str, content: &str) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", self.csrf.clone())
+            .part(
+                field.to_owned(),
+                reqwest::multipart::Part::text(content.to_owned())
+                    .file_name("class.csv")
+                    .mime_str("text/csv")
+                    .unwrap(),
+            );
+        client()
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Posts the form as it is, with the session cookie.
     pub async fn post_as_is(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         client()
@@ -212,6 +232,13 @@ impl Stack {
         Stack::start_with(|_| {})
     }
 
+    /// An API whose data file holds `content` (a JSON object), and a UI.
+    pub fn seeded(content: &str) -> Stack {
+        let api = TestApi::start(content);
+        let frontend = TestFrontend::start(ApiUrl::Http(api.base.clone()));
+        Stack { frontend, api }
+    }
+
     /// With the UI's sign-in settings changed by `configure`.
     pub fn start_with(configure: impl FnOnce(&mut LoginConfig)) -> Stack {
         let api = TestApi::start(SEED);
@@ -231,6 +258,28 @@ impl Stack {
     pub fn data(&self) -> serde_json::Value {
         serde_json::Value::Object(self.api.read_data())
     }
+}
+
+/// A data file's JSON for a class: `Student 1` … `Student n`, aged 6 to
+/// 17, with `extra` students added.
+pub fn class_of(n: usize, extra: &[(&str, u32)]) -> String {
+    let mut students = serde_json::Map::new();
+    for i in 1..=n {
+        students.insert(format!("Student {i}"), (6 + i % 12).into());
+    }
+    for (name, age) in extra {
+        students.insert((*name).to_owned(), (*age).into());
+    }
+    serde_json::Value::Object(students).to_string()
+}
+
+/// The names listed on a page, in order.
+pub fn listed(html: &str) -> Vec<String> {
+    html.split("<td class=\"name\">")
+        .skip(1)
+        .filter_map(|cell| cell.split("</td>").next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An HTTP client that does not follow redirects, so tests see the 303s.
