@@ -280,7 +280,8 @@ impl Proxy {
     ) -> Result<Response<EdgeBody>, Infallible> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A Uri clone shares its bytes: no copy of the path per request.
+        let uri = request.uri().clone();
         let version = request.version();
         let (mut response, outcome) = self.answer(request, listener, peer).await;
         strip_hop_by_hop(response.headers_mut());
@@ -290,28 +291,15 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let micros = started.elapsed().as_micros() as u64;
-        let upstream = outcome.upstream.as_deref().unwrap_or("-");
-        match outcome.note {
-            None => tracing::info!(
-                target: "request",
-                listener = %listener.name,
-                %method,
-                path,
-                status = outcome.status.as_u16(),
-                upstream,
-                micros,
-            ),
-            Some(note) => tracing::warn!(
-                target: "request",
-                listener = %listener.name,
-                %method,
-                path,
-                status = outcome.status.as_u16(),
-                upstream,
-                micros,
-                note,
-            ),
-        }
+        crate::log::request(&crate::log::RequestLine {
+            listener: &listener.name,
+            method: method.as_str(),
+            path: uri.path(),
+            status: outcome.status.as_u16(),
+            upstream: outcome.upstream.as_deref().unwrap_or("-"),
+            micros,
+            note: outcome.note.as_deref(),
+        });
         Ok(response)
     }
 
