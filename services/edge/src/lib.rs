@@ -12,6 +12,7 @@ pub mod acme;
 pub mod config;
 pub mod control;
 pub mod handover;
+pub mod log;
 pub mod proxy;
 pub mod server;
 pub mod state;

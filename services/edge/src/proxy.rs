@@ -233,6 +233,19 @@ impl Body for EdgeBody {
     }
 }
 
+/// The client of a connection as `X-Forwarded-For` names it: its IP,
+/// formatted once per connection and shared (not copied) by its requests.
+#[derive(Clone)]
+pub struct ClientIp(HeaderValue);
+
+impl ClientIp {
+    pub fn new(peer: SocketAddr) -> Option<ClientIp> {
+        HeaderValue::from_str(&peer.ip().to_string())
+            .ok()
+            .map(ClientIp)
+    }
+}
+
 /// Shared by every listener and connection.
 pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
@@ -276,11 +289,12 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         listener: &ListenerRoutes,
-        peer: Option<SocketAddr>,
+        peer: Option<ClientIp>,
     ) -> Result<Response<EdgeBody>, Infallible> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A Uri clone shares its bytes: no copy of the path per request.
+        let uri = request.uri().clone();
         let version = request.version();
         let (mut response, outcome) = self.answer(request, listener, peer).await;
         strip_hop_by_hop(response.headers_mut());
@@ -290,28 +304,15 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let micros = started.elapsed().as_micros() as u64;
-        let upstream = outcome.upstream.as_deref().unwrap_or("-");
-        match outcome.note {
-            None => tracing::info!(
-                target: "request",
-                listener = %listener.name,
-                %method,
-                path,
-                status = outcome.status.as_u16(),
-                upstream,
-                micros,
-            ),
-            Some(note) => tracing::warn!(
-                target: "request",
-                listener = %listener.name,
-                %method,
-                path,
-                status = outcome.status.as_u16(),
-                upstream,
-                micros,
-                note,
-            ),
-        }
+        crate::log::request(&crate::log::RequestLine {
+            listener: &listener.name,
+            method: method.as_str(),
+            path: uri.path(),
+            status: outcome.status.as_u16(),
+            upstream: outcome.upstream.as_deref().unwrap_or("-"),
+            micros,
+            note: outcome.note.as_deref(),
+        });
         Ok(response)
     }
 
@@ -319,7 +320,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         listener: &ListenerRoutes,
-        peer: Option<SocketAddr>,
+        peer: Option<ClientIp>,
     ) -> (Response<EdgeBody>, Outcome) {
         let path = request.uri().path();
         if path == EDGE_HEALTH_PATH {
@@ -390,7 +391,7 @@ impl Proxy {
         request: Request<Incoming>,
         service: &Arc<Service>,
         listener: &ListenerRoutes,
-        peer: Option<SocketAddr>,
+        peer: Option<ClientIp>,
     ) -> (Response<EdgeBody>, Outcome) {
         let (parts, incoming) = request.into_parts();
         let method = parts.method;
@@ -400,7 +401,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut headers = parts.headers;
-        prepare_headers(&mut headers, &parts.uri, listener.scheme, peer);
+        prepare_headers(&mut headers, &parts.uri, listener.scheme, peer.as_ref());
         let hint = incoming.size_hint();
         let slot = if incoming.is_end_stream() {
             None
@@ -567,7 +568,7 @@ fn prepare_headers(
     headers: &mut HeaderMap,
     uri: &Uri,
     scheme: &'static str,
-    peer: Option<SocketAddr>,
+    peer: Option<&ClientIp>,
 ) {
     strip_hop_by_hop(headers);
     if !headers.contains_key(header::HOST)
@@ -576,15 +577,17 @@ fn prepare_headers(
     {
         headers.insert(header::HOST, value);
     }
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {ip}"),
-            None => ip,
+    if let Some(ClientIp(ip)) = peer {
+        let appended = match headers.get(X_FORWARDED_FOR).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(existing)) => {
+                HeaderValue::from_str(&format!("{existing}, {}", ip.to_str().unwrap_or_default()))
+                    .ok()
+            }
+            // Not text: replaced by ours, as before.
+            Some(Err(_)) => Some(ip.clone()),
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+        headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| ip.clone()));
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
@@ -595,6 +598,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// Removes the headers that describe one connection, not the message
 /// (RFC 9110 §7.6.1), including those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names, no lookups.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -606,20 +613,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 fn own(
     status: StatusCode,

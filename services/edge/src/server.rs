@@ -287,9 +287,10 @@ async fn serve<S>(
         activity: activity.clone(),
     });
     let proxy = serving.proxy.clone();
+    let client = peer.and_then(crate::proxy::ClientIp::new);
     let service = service_fn(move |request| {
-        let (proxy, routes) = (proxy.clone(), routes.clone());
-        async move { proxy.handle(request, &routes, peer).await }
+        let (proxy, routes, client) = (proxy.clone(), routes.clone(), client.clone());
+        async move { proxy.handle(request, &routes, client).await }
     });
     let connection = serving.builder.serve_connection(io, service);
     tokio::pin!(connection);
