@@ -36,6 +36,32 @@ pub struct Report {
 }
 
 impl Report {
+    /// Asserts what a zero-downtime test asks of its load: no request
+    /// failed, there was load enough to tell, and every write the API
+    /// acknowledged is there, as `api` (`http://host:port`) answers now.
+    pub fn assert_nothing_failed_or_lost(&self, api: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} requests failed: {:#?}",
+            self.failures.len(),
+            self.requests,
+            &self.failures[..self.failures.len().min(20)]
+        );
+        assert!(self.requests > 200, "too little load: {}", self.requests);
+        assert!(!self.acknowledged.is_empty(), "no write was acknowledged");
+        for (name, age) in &self.acknowledged {
+            let (status, body) = super::get(
+                &format!("{api}/supmit/api/v1.0/get_student_ages/{name}"),
+                true,
+            );
+            assert_eq!(
+                (status, body.trim()),
+                (200, age.to_string().as_str()),
+                "the acknowledged write of {name} is lost"
+            );
+        }
+    }
+
     /// The 99th percentile latency of the requests started between `from`
     /// and `to` (since the load started), if any were.
     pub fn p99_between(&self, from: Duration, to: Duration) -> Option<Duration> {

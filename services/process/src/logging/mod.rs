@@ -24,14 +24,13 @@
 //! before it sleeps, which cost the list read about 5 µs of CPU per
 //! request, more than the direct writes it replaced.)
 
-mod batch;
 mod request_line;
 
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use batch::{Batch, BatchWriter};
 use request_line::RequestLine;
+use student_ages_batch_log::{self as batch, Batch, BatchWriter};
 
 /// The batch the request lines go to directly, when they may (stdout is
 /// not a terminal and the logging thread runs).

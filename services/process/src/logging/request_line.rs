@@ -6,16 +6,13 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use super::batch::Batch;
+use student_ages_batch_log::{Batch, push_timestamp};
 
 thread_local! {
     /// Where a request line is put together; reused, so no allocation.
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
-    /// The date and time to the second, `2026-11-28T19:05:16.`, and the
-    /// second it is for.
-    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 /// What the per-request line says.
@@ -41,109 +38,26 @@ impl RequestLine<'_> {
     /// Appends the line exactly as tracing's default (full, uncoloured)
     /// format writes the event, timestamp included.
     fn write_plain(&self, now: SystemTime, out: &mut String) {
-        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let second = since_epoch.as_secs();
-        SECOND.with_borrow_mut(|(cached, prefix)| {
-            if *cached != second {
-                prefix.clear();
-                write_date_time(second, prefix);
-                *cached = second;
-            }
-            out.push_str(prefix);
-        });
+        push_timestamp(now, out);
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:06}Z {:>5} request: method={} path={:?} status={} micros={}",
-            since_epoch.subsec_micros(),
-            self.level,
-            self.method,
-            self.path,
-            self.status,
-            self.micros
+            " {:>5} request: method={} path={:?} status={} micros={}",
+            self.level, self.method, self.path, self.status, self.micros
         );
     }
-}
-
-/// Appends `YYYY-MM-DDTHH:MM:SS.` for a time in seconds since the epoch,
-/// in UTC, as tracing's timestamps start.
-fn write_date_time(since_epoch: u64, out: &mut String) {
-    let days = since_epoch / 86_400;
-    let in_day = since_epoch % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
-        in_day / 3600,
-        in_day / 60 % 60,
-        in_day % 60
-    );
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::{self, Write};
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::FormatTime;
 
     use super::*;
-
-    #[test]
-    fn dates_and_times_are_those_of_the_calendar() {
-        let shown = |seconds| {
-            let mut text = String::new();
-            write_date_time(seconds, &mut text);
-            text
-        };
-        // Checked against `date -u -d @SECONDS`.
-        assert_eq!(shown(0), "1970-01-01T00:00:00.");
-        assert_eq!(shown(951_782_400), "2000-02-29T00:00:00.");
-        assert_eq!(shown(1_735_689_599), "2024-12-31T23:59:59.");
-        assert_eq!(shown(1_795_892_716), "2026-11-28T19:05:16.");
-        assert_eq!(shown(4_107_542_400), "2100-03-01T00:00:00.");
-    }
-
-    #[test]
-    fn the_date_and_time_match_tracings_own_timestamps() {
-        for _ in 0..5 {
-            let before = SystemTime::now();
-            let mut theirs = String::new();
-            tracing_subscriber::fmt::time::SystemTime
-                .format_time(&mut Writer::new(&mut theirs))
-                .unwrap();
-            let after = SystemTime::now();
-            let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            if second(before) != second(after) {
-                continue; // a second boundary passed: try again
-            }
-            let mut ours = String::new();
-            write_date_time(second(before), &mut ours);
-            assert_eq!(&theirs[..ours.len()], ours, "{theirs}");
-        }
-    }
 
     /// Formats with tracing's default format and our fixed timestamp.
     struct Fixed(&'static str);

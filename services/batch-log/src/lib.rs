@@ -1,6 +1,9 @@
 //! Formatted log lines waiting for stdout, and the thread that writes
 //! them: one `write` for whatever gathered in [`GATHER`] after the first
-//! line, so the threads that log pay a memcpy, not a syscall.
+//! line, so the threads that log pay a memcpy, not a syscall. And the
+//! timestamp tracing's default format starts a line with, made without its
+//! formatter. The API, the UI (through `student-ages-process`) and the edge
+//! all log through it.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -10,14 +13,14 @@ use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How long the logging thread lets lines gather after the first one.
-pub(super) const GATHER: Duration = Duration::from_millis(5);
+pub const GATHER: Duration = Duration::from_millis(5);
 
 /// How many bytes may wait before loggers wait for stdout.
 const MAX_PENDING: usize = 1 << 20;
 
 /// Formatted lines not yet written, shared by the loggers and the thread.
 #[derive(Default)]
-pub(super) struct Batch {
+pub struct Batch {
     pending: Mutex<Pending>,
     /// Signalled when lines arrive in an empty batch, or on close.
     ready: Condvar,
@@ -37,7 +40,7 @@ impl Batch {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn append(&self, line: &[u8]) {
+    pub fn append(&self, line: &[u8]) {
         let mut pending = self.lock();
         while pending.lines.len() >= MAX_PENDING && !pending.closed {
             pending = self.taken.wait(pending).unwrap_or_else(|e| e.into_inner());
@@ -77,7 +80,7 @@ impl Batch {
 }
 
 /// Starts the logging thread on stdout; `None` if it cannot start.
-pub(super) fn start() -> Option<(Arc<Batch>, JoinHandle<()>)> {
+pub fn start() -> Option<(Arc<Batch>, JoinHandle<()>)> {
     let batch = Arc::new(Batch::default());
     let writer = Arc::clone(&batch);
     let thread = std::thread::Builder::new()
@@ -88,7 +91,7 @@ pub(super) fn start() -> Option<(Arc<Batch>, JoinHandle<()>)> {
 }
 
 /// Writes out every pending line and stops the thread.
-pub(super) fn stop(batch: &Batch, thread: JoinHandle<()>) {
+pub fn stop(batch: &Batch, thread: JoinHandle<()>) {
     batch.lock().closed = true;
     batch.ready.notify_one();
     let _ = thread.join();
@@ -96,10 +99,10 @@ pub(super) fn stop(batch: &Batch, thread: JoinHandle<()>) {
 
 /// What tracing writes each formatted line to: the batch, or stdout
 /// directly when there is no logging thread.
-pub(super) struct BatchWriter(pub(super) Option<Arc<Batch>>);
+pub struct BatchWriter(pub Option<Arc<Batch>>);
 
 /// One line's writer; borrows the batch, so making one costs nothing.
-pub(super) struct LineWriter<'a>(Option<&'a Batch>);
+pub struct LineWriter<'a>(Option<&'a Batch>);
 
 impl<'a> MakeWriter<'a> for BatchWriter {
     type Writer = LineWriter<'a>;
@@ -128,12 +131,76 @@ impl Write for LineWriter<'_> {
     }
 }
 
-#[cfg(test)]
 impl Batch {
-    /// Takes the pending lines, as the logging thread would.
-    pub(super) fn take_for_test(&self) -> String {
-        String::from_utf8(std::mem::take(&mut self.lock().lines)).unwrap()
+    /// Takes the pending lines, as the logging thread would: for tests
+    /// that check what was logged.
+    pub fn take_for_test(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.lock().lines)).into_owned()
     }
+}
+
+thread_local! {
+    /// The date and time to the second, `2026-11-28T19:05:16.`, and the
+    /// second it is for.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `now` as tracing's default format stamps a line,
+/// `2026-11-28T19:05:16.123456Z`, in UTC. The part to the second is made
+/// once per second and per thread.
+pub fn push_timestamp(now: std::time::SystemTime, out: &mut String) {
+    use std::fmt::Write as _;
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let second = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != second {
+            prefix.clear();
+            write_date_time(second, prefix);
+            *cached = second;
+        }
+        out.push_str(prefix);
+    });
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{:06}Z", since_epoch.subsec_micros());
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.` for a time in seconds since the epoch,
+/// in UTC, as tracing's timestamps start.
+fn write_date_time(since_epoch: u64, out: &mut String) {
+    use std::fmt::Write as _;
+    let days = since_epoch / 86_400;
+    let in_day = since_epoch % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+        in_day / 3600,
+        in_day / 60 % 60,
+        in_day % 60
+    );
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -153,6 +220,58 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn dates_and_times_are_those_of_the_calendar() {
+        let shown = |seconds| {
+            let mut text = String::new();
+            write_date_time(seconds, &mut text);
+            text
+        };
+        // Checked against `date -u -d @SECONDS`.
+        assert_eq!(shown(0), "1970-01-01T00:00:00.");
+        assert_eq!(shown(951_782_400), "2000-02-29T00:00:00.");
+        assert_eq!(shown(1_735_689_599), "2024-12-31T23:59:59.");
+        assert_eq!(shown(1_795_892_716), "2026-11-28T19:05:16.");
+        assert_eq!(shown(4_107_542_400), "2100-03-01T00:00:00.");
+    }
+
+    #[test]
+    fn the_date_and_time_match_tracings_own_timestamps() {
+        for _ in 0..5 {
+            let before = std::time::SystemTime::now();
+            let mut theirs = String::new();
+            tracing_subscriber::fmt::time::FormatTime::format_time(
+                &tracing_subscriber::fmt::time::SystemTime,
+                &mut tracing_subscriber::fmt::format::Writer::new(&mut theirs),
+            )
+            .unwrap();
+            let after = std::time::SystemTime::now();
+            let second = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            };
+            if second(before) != second(after) {
+                continue; // a second boundary passed: try again
+            }
+            let mut ours = String::new();
+            write_date_time(second(before), &mut ours);
+            assert_eq!(&theirs[..ours.len()], ours, "{theirs}");
+        }
+    }
+
+    #[test]
+    fn the_timestamp_is_tracings() {
+        let at = std::time::UNIX_EPOCH + Duration::from_micros(1_795_897_516_123_456);
+        let mut out = String::new();
+        push_timestamp(at, &mut out);
+        assert_eq!(out, "2026-11-28T20:25:16.123456Z");
+        let mut leap = String::new();
+        push_timestamp(
+            std::time::UNIX_EPOCH + Duration::from_secs(951_782_400),
+            &mut leap,
+        );
+        assert_eq!(leap, "2000-02-29T00:00:00.000000Z");
     }
 
     #[test]
