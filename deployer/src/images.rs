@@ -304,6 +304,12 @@ async fn build_one(
             } else {
                 platform.docker_platform()
             },
+            // Docker's cache is not needed (unchanged inputs skip the build
+            // above), and it is wrong across platforms: the classic builder
+            // reuses a step cached for another platform (the same file
+            // copied onto scratch) and then refuses it. Scratch images
+            // rebuild in a moment.
+            nocache: true,
             ..Default::default()
         };
         let mut stream =
