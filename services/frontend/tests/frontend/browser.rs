@@ -604,3 +604,97 @@ async fn export_edit_and_reimport_a_csv_in_a_real_browser() {
         serde_json::json!({"alice": 12, "bob": 14, "carol": 11, "dave": 9})
     );
 }
+
+#[tokio::test]
+async fn a_form_without_its_token_is_refused_and_public_read_shows_the_list_in_a_real_browser() {
+    // Signed in, a form whose CSRF token was taken out (as a page from
+    // another site would lack it) is refused, and nothing is written.
+    let stack = Stack::start();
+    let session = Browser::start().await;
+    let browser = &session.client;
+    let refused = async {
+        sign_in(browser, &stack).await?;
+        browser
+            .execute(
+                "document.querySelector('#add input[name=csrf]').remove()",
+                vec![],
+            )
+            .await?;
+        browser
+            .find(Locator::Css("#name"))
+            .await?
+            .send_keys("Mallory")
+            .await?;
+        browser
+            .find(Locator::Css("#age"))
+            .await?
+            .send_keys("9")
+            .await?;
+        browser
+            .find(Locator::Css("#add button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Css(".problem h1"))
+            .await?;
+        browser
+            .find(Locator::Css(".problem h1"))
+            .await?
+            .text()
+            .await
+    }
+    .await;
+    session.close(&refused, "csrf-refused").await;
+    assert_eq!(refused.unwrap(), "This form could not be accepted");
+    assert!(stack.data().get("Mallory").is_none(), "nothing was written");
+
+    // Public-read: the list without a sign-in, no forms, and a change sent
+    // anyway is refused.
+    let public =
+        Stack::start_with(|login| login.access = student_ages_frontend::Access::PublicRead);
+    let session = Browser::start().await;
+    let browser = &session.client;
+    let seen = async {
+        browser.goto(&public.url("/")).await?;
+        browser
+            .wait()
+            .for_element(Locator::Css("#students"))
+            .await?;
+        let names = texts(browser, "td.name").await?;
+        let forms = browser.find_all(Locator::Css("#add")).await?.len();
+        // A form built in the page, as a script or an old tab would send it.
+        browser
+            .execute(
+                "const f = document.createElement('form'); f.method = 'post'; \
+                 f.action = '/students'; \
+                 for (const [k, v] of [['name', 'Mallory'], ['age', '9']]) { \
+                   const i = document.createElement('input'); i.name = k; i.value = v; \
+                   f.appendChild(i); } \
+                 document.body.appendChild(f); f.submit();",
+                vec![],
+            )
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Css(".problem h1"))
+            .await?;
+        let heading = browser
+            .find(Locator::Css(".problem h1"))
+            .await?
+            .text()
+            .await?;
+        Ok::<_, fantoccini::error::CmdError>((names, forms, heading))
+    }
+    .await;
+    session.close(&seen, "public-read").await;
+    let (names, forms, heading) = seen.unwrap();
+    assert!(names.iter().any(|n| n == "alice"), "{names:?}");
+    assert_eq!(forms, 0, "no add form without a sign-in");
+    assert_eq!(heading, "Sign in to make changes");
+    assert!(
+        public.data().get("Mallory").is_none(),
+        "nothing was written"
+    );
+}
