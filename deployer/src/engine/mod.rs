@@ -274,6 +274,11 @@ impl Engine {
                         self.replace_start_first(stack, service, &hash, &old, target, task)
                             .await?
                     }
+                    Strategy::HandOver if self.edge_moves(service, &old).await => {
+                        task.set("its listening addresses change: stopping the old edge first");
+                        self.replace(stack, service, &hash, &old, task).await?;
+                        self.reconcile_edge(stack).await?;
+                    }
                     Strategy::HandOver => {
                         self.replace_edge(stack, service, &hash, &old, task).await?
                     }
@@ -281,6 +286,35 @@ impl Engine {
                 Ok(Action::Replaced)
             }
         }
+    }
+
+    /// Whether the edge's new `EDGE_LISTEN` moves an address the running
+    /// one listens on ([`spec::edge_addresses_change`]).
+    async fn edge_moves(&self, service: &Service, old: &[&ProjectContainer]) -> bool {
+        let listen = |env: &[String]| {
+            env.iter()
+                .find_map(|kv| kv.strip_prefix("EDGE_LISTEN="))
+                .map(str::to_owned)
+        };
+        let Some(new) = listen(&service.env) else {
+            return false;
+        };
+        for container in old {
+            let env = self
+                .docker
+                .inspect_container(&container.id, None)
+                .await
+                .ok()
+                .and_then(|c| c.config)
+                .and_then(|c| c.env)
+                .unwrap_or_default();
+            if let Some(running) = listen(&env)
+                && spec::edge_addresses_change(&running, &new)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The id of the container under the service's name.

@@ -77,6 +77,29 @@ pub(crate) fn strategy<'s>(stack: &'s Stack, service: &Service) -> Strategy<'s> 
     }
 }
 
+/// Whether an edge's listening addresses change between two `EDGE_LISTEN`
+/// values. Sockets are handed over by address: a new edge cannot take
+/// over, nor bind beside the old, an address that changed (`0.0.0.0:5000`
+/// to `127.0.0.1:5000`), so such an edge is replaced stop-first. Routes may
+/// change freely. An unreadable value counts as unchanged (the edge itself
+/// then says what is wrong).
+pub(crate) fn edge_addresses_change(old: &str, new: &str) -> bool {
+    let addresses = |text: &str| {
+        student_ages_edge_listen::parse_listeners(text)
+            .ok()
+            .map(|listeners| {
+                let mut all: Vec<String> =
+                    listeners.iter().map(|l| l.address.to_string()).collect();
+                all.sort();
+                all
+            })
+    };
+    match (addresses(old), addresses(new)) {
+        (Some(old), Some(new)) => old != new,
+        _ => false,
+    }
+}
+
 /// Identifies a service's desired container: its resolved definition and
 /// the id of the image its tag points at now. The image's name is left out:
 /// a new tag for the same image id (a release that did not change this
@@ -402,5 +425,16 @@ mod tests {
             ..service()
         };
         assert_eq!(strategy(&stack, &other), Strategy::StopFirst);
+    }
+
+    #[test]
+    fn an_edge_whose_addresses_move_cannot_hand_over() {
+        let all = "web=http://0.0.0.0:80 -> frontend; api=http://0.0.0.0:5000 -> api";
+        let routes = "web=http://0.0.0.0:80 -> /=frontend,/x=api; api=http://0.0.0.0:5000 -> api";
+        let local = "web=http://0.0.0.0:80 -> frontend; api=http://127.0.0.1:5000 -> api";
+        assert!(!edge_addresses_change(all, all));
+        assert!(!edge_addresses_change(all, routes), "routes may change");
+        assert!(edge_addresses_change(all, local));
+        assert!(!edge_addresses_change("not a listener", local));
     }
 }
