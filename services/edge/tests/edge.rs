@@ -650,11 +650,7 @@ async fn wait_for_serving_pid(run_dir: &std::path::Path, pid: u32, within: Durat
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::pebble::free_port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
