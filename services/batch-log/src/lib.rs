@@ -97,6 +97,42 @@ pub fn stop(batch: &Batch, thread: JoinHandle<()>) {
     let _ = thread.join();
 }
 
+/// Keeps the logging thread running; dropping it writes out every pending
+/// line and stops the thread. Hold it until the server has stopped.
+#[must_use = "dropping the guard stops the logging thread"]
+pub struct LogGuard(Option<(Arc<Batch>, JoinHandle<()>)>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some((batch, thread)) = self.0.take() {
+            stop(&batch, thread);
+        }
+    }
+}
+
+/// Logs to stdout through the batch, one line per event; `RUST_LOG`
+/// filters (default `info`). When stdout is not a terminal, `plain` gets
+/// the batch, for a caller that writes its hot lines itself.
+pub fn init(plain: &std::sync::OnceLock<Arc<Batch>>) -> LogGuard {
+    let ansi = io::IsTerminal::is_terminal(&io::stdout());
+    let started = start();
+    // Without the thread (it could not start), log straight to stdout.
+    let batch = started.as_ref().map(|(batch, _)| Arc::clone(batch));
+    if let Some(batch) = &batch
+        && !ansi
+    {
+        let _ = plain.set(Arc::clone(batch));
+    }
+    tracing_subscriber::fmt()
+        .with_ansi(ansi)
+        .with_writer(BatchWriter(batch))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    LogGuard(started)
+}
+
 /// What tracing writes each formatted line to: the batch, or stdout
 /// directly when there is no logging thread.
 pub struct BatchWriter(pub Option<Arc<Batch>>);

@@ -23,13 +23,12 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 pub use student_ages_batch_log::GATHER;
-use student_ages_batch_log::{self as batch, Batch, BatchWriter, push_timestamp};
+pub use student_ages_batch_log::LogGuard;
+use student_ages_batch_log::{self as batch, Batch, push_timestamp};
 
 /// The batch request lines go to directly, when they may (stdout is not a
 /// terminal and the logging thread runs).
@@ -111,43 +110,15 @@ impl RequestLine<'_> {
     }
 }
 
-/// Keeps the logging thread running; dropping it writes out every pending
-/// line and stops the thread. Hold it until the edge has stopped.
-#[must_use = "dropping the guard stops the logging thread"]
-pub struct LogGuard(Option<(Arc<Batch>, JoinHandle<()>)>);
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        if let Some((batch, thread)) = self.0.take() {
-            batch::stop(&batch, thread);
-        }
-    }
-}
-
-/// Logs to stdout, one line per event; `RUST_LOG` filters (default `info`).
+/// Logs to stdout, one line per event; `RUST_LOG` filters (default
+/// `info`). Hold the guard until the edge has stopped.
 pub fn init() -> LogGuard {
-    let ansi = io::IsTerminal::is_terminal(&io::stdout());
-    let started = batch::start();
-    // Without the thread (it could not start), log straight to stdout.
-    let batch = started.as_ref().map(|(batch, _)| Arc::clone(batch));
-    if let Some(batch) = &batch
-        && !ansi
-    {
-        let _ = PLAIN_BATCH.set(Arc::clone(batch));
-    }
-    tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_writer(BatchWriter(batch))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    LogGuard(started)
+    batch::init(&PLAIN_BATCH)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{self, Write};
     use std::sync::Mutex;
     use std::time::{Duration, UNIX_EPOCH};
 

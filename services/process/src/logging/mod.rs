@@ -27,10 +27,9 @@
 mod request_line;
 
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 
 use request_line::RequestLine;
-use student_ages_batch_log::{self as batch, Batch, BatchWriter};
+use student_ages_batch_log::{self as batch, Batch, LogGuard};
 
 /// The batch the request lines go to directly, when they may (stdout is
 /// not a terminal and the logging thread runs).
@@ -106,38 +105,9 @@ impl RequestLine<'_> {
     }
 }
 
-/// Keeps the logging thread running; dropping it writes out every pending
-/// line and stops the thread. Hold it until the server has stopped.
-#[must_use = "dropping the guard stops the logging thread"]
-pub(crate) struct LogGuard(Option<(Arc<Batch>, JoinHandle<()>)>);
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        if let Some((batch, thread)) = self.0.take() {
-            batch::stop(&batch, thread);
-        }
-    }
-}
-
 /// Logs to stdout, one line per event; `RUST_LOG` filters (default `info`).
 pub(crate) fn init_logging() -> LogGuard {
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let started = batch::start();
-    // Without the thread (it could not start), log straight to stdout.
-    let batch = started.as_ref().map(|(batch, _)| Arc::clone(batch));
-    if let Some(batch) = &batch
-        && !ansi
-    {
-        let _ = PLAIN_BATCH.set(Arc::clone(batch));
-    }
-    tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_writer(BatchWriter(batch))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    LogGuard(started)
+    batch::init(&PLAIN_BATCH)
 }
 
 #[cfg(test)]
