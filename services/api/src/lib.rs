@@ -183,9 +183,11 @@ async fn limit_head<E: Endpoint>(next: E, req: Request) -> poem::Result<E::Outpu
 /// encoding, a client gone) is a 400 that says that.
 async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::Output> {
     use poem::http::StatusCode;
-    let (limit, too_large) = if req.uri().path() == routes::CSV_PATH {
-        (
-            MAX_CSV_BYTES,
+    let csv = req.uri().path() == routes::CSV_PATH;
+    let limit = if csv { MAX_CSV_BYTES } else { MAX_BODY_BYTES };
+    // Made only when needed: this runs on every request.
+    let too_large = || {
+        if csv {
             poem::Error::from_string(
                 format!(
                     "the CSV is larger than {} MiB; split it into smaller files and import \
@@ -193,23 +195,20 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::O
                     MAX_CSV_BYTES / (1024 * 1024)
                 ),
                 StatusCode::PAYLOAD_TOO_LARGE,
-            ),
-        )
-    } else {
-        (
-            MAX_BODY_BYTES,
+            )
+        } else {
             poem::Error::from_string(
                 format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
                 StatusCode::BAD_REQUEST,
-            ),
-        )
+            )
+        }
     };
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large);
+        return Err(too_large());
     }
     if declared.is_none() && req.method() != poem::http::Method::GET {
         let bytes = req
@@ -217,7 +216,7 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::O
             .into_bytes_limit(limit)
             .await
             .map_err(|error| match error {
-                poem::error::ReadBodyError::PayloadTooLarge => too_large,
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
                 _ => poem::Error::from_string(
                     "the request body could not be read (malformed chunked encoding?); \
                      send it again with a Content-Length",

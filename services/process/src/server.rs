@@ -293,7 +293,10 @@ async fn serve_connection<E: Endpoint<Output = Response> + 'static>(task: Connec
             let endpoint = Arc::clone(&endpoint);
             let registry = Arc::clone(&registry);
             let connection = Arc::clone(&connection);
-            async move {
+            // Boxed, as is the endpoint's future below: both are large
+            // (every middleware's state nested), and hyper and `timeout`
+            // would otherwise copy them on every move, on every request.
+            Box::pin(async move {
                 let _busy = Busy::start(&registry, &connection);
                 let req = poem::Request::from((
                     req,
@@ -301,23 +304,21 @@ async fn serve_connection<E: Endpoint<Output = Response> + 'static>(task: Connec
                     poem::web::RemoteAddr(poem::Addr::SocketAddr(remote)),
                     poem::http::uri::Scheme::HTTP,
                 ));
-                let response =
-                    match tokio::time::timeout(limits.request_timeout, endpoint.get_response(req))
-                        .await
-                    {
-                        Ok(response) => response,
-                        Err(_) => {
-                            tracing::warn!(client = %remote, "request timed out");
-                            json_error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "the request took too long and was abandoned; retry later",
-                            )
-                        }
-                    };
+                let response = Box::pin(endpoint.get_response(req));
+                let response = match tokio::time::timeout(limits.request_timeout, response).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        tracing::warn!(client = %remote, "request timed out");
+                        json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the request took too long and was abandoned; retry later",
+                        )
+                    }
+                };
                 Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(
                     response,
                 ))
-            }
+            })
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

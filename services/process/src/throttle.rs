@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How many failures, how long a window, how many addresses remembered.
@@ -42,6 +43,9 @@ struct Entry {
 pub struct Throttle {
     limits: ThrottleLimits,
     entries: Mutex<HashMap<IpAddr, Entry>>,
+    /// `entries.len()`, kept beside the map so that the common case, no
+    /// failures remembered at all, costs no lock on every request.
+    remembered: AtomicUsize,
 }
 
 impl Throttle {
@@ -53,6 +57,7 @@ impl Throttle {
                 ..limits
             },
             entries: Mutex::new(HashMap::new()),
+            remembered: AtomicUsize::new(0),
         }
     }
 
@@ -68,6 +73,9 @@ impl Throttle {
     /// `Err(retry_after)` when `client` has used up its failures; call it
     /// before checking the attempt.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.remembered.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
         self.check_at(client, Instant::now())
     }
 
@@ -78,7 +86,12 @@ impl Throttle {
 
     /// Forgets `client`'s failures (it got in).
     pub fn succeed(&self, client: IpAddr) {
-        self.lock().remove(&client);
+        if self.remembered.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        entries.remove(&client);
+        self.remembered.store(entries.len(), Ordering::Relaxed);
     }
 
     /// How many addresses are remembered now.
@@ -98,6 +111,7 @@ impl Throttle {
         let elapsed = now.saturating_duration_since(entry.since);
         if elapsed >= self.limits.window {
             entries.remove(&client);
+            self.remembered.store(entries.len(), Ordering::Relaxed);
             return Ok(());
         }
         if entry.failures >= self.limits.max_failures {
@@ -131,6 +145,7 @@ impl Throttle {
             };
         }
         entry.failures = entry.failures.saturating_add(1);
+        self.remembered.store(entries.len(), Ordering::Relaxed);
     }
 }
 
