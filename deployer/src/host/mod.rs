@@ -98,6 +98,10 @@ pub(crate) fn deploy_target(
                     swarm.hosts.len()
                 );
             }
+            let ssh = ConnectOptions {
+                named_in: "deploy.swarm.hosts",
+                ..ssh
+            };
             Ok(DeployTarget::Swarm(swarm, ssh))
         }
         (None, None) => bail!(
@@ -156,6 +160,7 @@ fn ssh_options(workspace: &Workspace, flags: &HostFlags) -> anyhow::Result<Conne
         docker_socket: String::new(),
         accept_new_host_key,
         host_key,
+        named_in: "AWS_EC2_INSTANCE",
     })
 }
 
