@@ -189,7 +189,8 @@ fn push_and_release_without_a_registry_say_how_to_name_one() {
 }
 
 /// A pipeline whose deploy target is a swarm of two hosts.
-const SWARM: &str = "deploy:\n  swarm:\n    hosts: [ops@10.0.0.1, ops@10.0.0.2]\n    data: 10.0.0.2\n";
+const SWARM: &str =
+    "deploy:\n  swarm:\n    hosts: [ops@10.0.0.1, ops@10.0.0.2]\n    data: 10.0.0.2\n";
 
 fn run_swarm(dir: &Path, args: &[&str], host: Option<&str>) -> (i32, String) {
     let mut command = deployer();

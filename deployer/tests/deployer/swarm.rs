@@ -199,6 +199,14 @@ fn setup_makes_a_swarm_of_fresh_hosts_leaves_a_ready_one_alone_and_rejoins_a_hos
             .leave_swarm(Some(LeaveSwarmOptions { force: true })),
     )
     .unwrap();
+    let out = setup(&lab, &pipeline, &project, &["--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{t3} is in no swarm (setup joins it as a worker)"))
+            && stderr.contains("Nothing was changed."),
+        "{stderr}"
+    );
     let started = Instant::now();
     let out = setup(&lab, &pipeline, &project, &[]);
     let rejoin = started.elapsed();
