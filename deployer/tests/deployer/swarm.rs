@@ -46,6 +46,16 @@ fn swarm_pipeline(lab: &SwarmLab, dir: &Path) -> PathBuf {
 }
 
 fn setup(lab: &SwarmLab, pipeline: &Path, project: &str, args: &[&str]) -> Output {
+    setup_with(lab, pipeline, project, args, &[])
+}
+
+fn setup_with(
+    lab: &SwarmLab,
+    pipeline: &Path,
+    project: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     support::deployer()
         .arg("--file")
         .arg(pipeline)
@@ -58,6 +68,7 @@ fn setup(lab: &SwarmLab, pipeline: &Path, project: &str, args: &[&str]) -> Outpu
         .env_remove("EC2_HOST_KEY")
         .env_remove("EC2_ACCEPT_NEW_HOST_KEY")
         .env_remove("SWARM_HOSTS")
+        .envs(env.iter().copied())
         .output()
         .expect("run deployer setup")
 }
@@ -233,6 +244,22 @@ fn setup_makes_a_swarm_of_fresh_hosts_leaves_a_ready_one_alone_and_rejoins_a_hos
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         stdout(&out).contains("the swarm of 3 hosts is ready for a deploy."),
+        "{}",
+        text(&out)
+    );
+
+    // --host still means that one host, whatever deploy.swarm says.
+    let socket = lab.nodes[0].socket.to_string_lossy().into_owned();
+    let out = setup_with(
+        &lab,
+        &pipeline,
+        &project,
+        &["--check", "--host", &t1],
+        &[("EC2_DOCKER_SOCKET", &socket)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!("{t1} is ready for a deploy.")),
         "{}",
         text(&out)
     );
