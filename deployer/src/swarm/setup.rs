@@ -461,7 +461,9 @@ async fn make(
 
 /// Joins the hosts of `joins`, one at a time, to the swarm `anchor` (a
 /// manager) is in. The tokens stay in secret types and go only into the
-/// joining daemon's API request; an error never repeats them.
+/// joining daemon's API request; an error never repeats them. (bollard
+/// traces request bodies through the `log` crate at trace level; the
+/// deployer installs no `log` logger, so they go nowhere.)
 async fn join(
     anchor: &Node,
     nodes: &[Node],
