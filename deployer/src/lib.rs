@@ -29,6 +29,7 @@ mod setup;
 mod signal;
 mod stack;
 mod status;
+mod swarm;
 mod transfer;
 
 pub use engine::Volumes;

@@ -120,6 +120,13 @@ enum Command {
     /// key comes from EC2_PRIVATE_KEY (a file) and known hosts from
     /// EC2_KNOWN_HOSTS (default: yours), as for deploy; a fresh instance's key
     /// is trusted once with --accept-new-host-key.
+    ///
+    /// A swarm (deploy.swarm in pipeline.yaml, without --host): make its
+    /// hosts, which have Docker already, one Docker Swarm through the Swarm
+    /// API: `swarm init` on the first, the others joined (the first
+    /// `managers` as managers, a host that left joined again), the `ingress`
+    /// network removed, the stack's overlay network created, the data host
+    /// labelled.
     Setup {
         #[command(flatten)]
         host: HostArgs,

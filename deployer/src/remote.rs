@@ -85,6 +85,9 @@ pub(crate) struct ConnectOptions {
     /// Accept exactly this host key (`ssh-ed25519 AAAA...`), instead of a
     /// known_hosts file.
     pub host_key: Option<String>,
+    /// Where the user names the target, for messages: `AWS_EC2_INSTANCE`,
+    /// or `deploy.swarm.hosts` for a swarm's hosts.
+    pub named_in: &'static str,
 }
 
 /// An open connection to the host.
@@ -384,11 +387,12 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
         anyhow!(
             "{target} refused the SSH login: the key {} is not authorized for that user. Check \
              EC2_PRIVATE_KEY (Jenkins: the AWS_SSH_CREDENTIAL credential) and the user in \
-             AWS_EC2_INSTANCE. Nothing was changed.",
+             {}. Nothing was changed.",
             options
                 .key
                 .as_deref()
-                .map_or("(the default keys)".to_owned(), |k| k.display().to_string())
+                .map_or("(the default keys)".to_owned(), |k| k.display().to_string()),
+            options.named_in
         )
     } else if lower.contains("connection refused")
         || lower.contains("timed out")
@@ -396,7 +400,8 @@ fn explain_ssh(target: &Target, options: &ConnectOptions, error: openssh::Error)
         || lower.contains("could not resolve")
     {
         anyhow!(
-            "cannot reach {target} over SSH: {text}. Check AWS_EC2_INSTANCE and that the host is up."
+            "cannot reach {target} over SSH: {text}. Check {} and that the host is up.",
+            options.named_in
         )
     } else {
         anyhow!("cannot connect to {target} over SSH: {text}")

@@ -6,6 +6,7 @@
 pub mod compose;
 pub mod interpolate;
 pub mod pipeline;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 

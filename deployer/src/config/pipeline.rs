@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
+pub use super::swarm::{SwarmHost, SwarmSettings};
 use crate::platform::Platform;
 use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack};
 
@@ -88,6 +89,7 @@ struct DeployDef {
     env: BTreeMap<String, String>,
     #[serde(default)]
     credentials: Vec<String>,
+    swarm: Option<super::swarm::SwarmDef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +224,8 @@ pub struct DeploySettings {
     /// Variables a host deploy needs set: without them the compose file's
     /// local defaults (root/root) would guard a host others can reach.
     pub credentials: Vec<String>,
+    /// A swarm of several hosts instead of one, if the file names one.
+    pub swarm: Option<SwarmSettings>,
 }
 
 impl DeploySettings {
@@ -508,6 +512,10 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
                 env: env_vars,
                 sources,
                 credentials: def.credentials,
+                swarm: match def.swarm {
+                    Some(swarm) => super::swarm::resolve(path, swarm, env)?,
+                    None => None,
+                },
             }
         }
     };

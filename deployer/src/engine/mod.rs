@@ -11,17 +11,20 @@
 //!
 //! The files: `spec` decides (pure), `replace` puts a new container in
 //! service, `volumes` creates and seeds volumes, `health` gates, `undo`
-//! takes back what an interrupted run left half-done, `down` removes.
+//! takes back what an interrupted run left half-done, `down` removes,
+//! `overlay` makes the stack's networks on a swarm.
 
 mod down;
 mod edge;
 mod health;
+mod overlay;
 mod replace;
 mod spec;
 mod undo;
 mod volumes;
 
 pub use down::Volumes;
+pub(crate) use overlay::{ensure_overlay_networks, missing_overlay_networks};
 
 use std::collections::HashMap;
 

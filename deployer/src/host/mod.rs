@@ -17,9 +17,10 @@ pub(crate) use session::{LockedHost, with_locked_host};
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use bollard::Docker;
 
+use crate::config::pipeline::SwarmSettings;
 use crate::remote::{ConnectOptions, Remote, Target};
 use crate::workspace::Workspace;
 
@@ -35,24 +36,103 @@ pub struct HostFlags {
     pub host_key: Option<String>,
 }
 
-/// Resolves the target and connection settings.
+/// What the host commands aim at: one host, or a swarm of several.
+pub(crate) enum DeployTarget {
+    Host(Target, ConnectOptions),
+    /// `deploy.swarm` of pipeline.yaml; every host is reached with the
+    /// same SSH settings and its own Docker socket.
+    Swarm(SwarmSettings, ConnectOptions),
+}
+
+/// Resolves the target: `--host` (one host) beats everything; otherwise
+/// the one host of `AWS_EC2_INSTANCE` or `deploy.host`, or the swarm of
+/// `deploy.swarm`, whichever is set (both is an error).
+pub(crate) fn deploy_target(
+    workspace: &Workspace,
+    flags: &HostFlags,
+) -> anyhow::Result<DeployTarget> {
+    let swarm = workspace.pipeline.deploy.swarm.clone();
+    let text = match &flags.host {
+        Some(host) => Some(host.clone()),
+        None => {
+            let host = workspace
+                .var("AWS_EC2_INSTANCE")
+                .map(|h| (h, "AWS_EC2_INSTANCE"))
+                .or_else(|| {
+                    workspace
+                        .pipeline
+                        .deploy
+                        .host
+                        .clone()
+                        .map(|h| (h, "deploy.host"))
+                });
+            match (host, &swarm) {
+                (Some((host, from)), Some(swarm)) => bail!(
+                    "two deploy targets: the host {host} ({from}) and the swarm of {} hosts \
+                     (deploy.swarm.hosts in {}). Unset one of them, or pass --host for one host",
+                    swarm.hosts.len(),
+                    workspace.pipeline.path.display()
+                ),
+                (host, _) => host.map(|(host, _)| host),
+            }
+        }
+    };
+    let ssh = ssh_options(workspace, flags)?;
+    match (text, swarm) {
+        (Some(text), _) => {
+            let target = Target::parse(&text)?;
+            let options = ConnectOptions {
+                docker_socket: workspace
+                    .var("EC2_DOCKER_SOCKET")
+                    .unwrap_or_else(|| "/var/run/docker.sock".into()),
+                ..ssh
+            };
+            Ok(DeployTarget::Host(target, options))
+        }
+        (None, Some(swarm)) => {
+            if ssh.host_key.is_some() {
+                bail!(
+                    "a pinned host key (--host-key or EC2_HOST_KEY) names one host's key, but the \
+                     target is a swarm of {} hosts: put their keys in a known_hosts file \
+                     (EC2_KNOWN_HOSTS), or trust them once with --accept-new-host-key",
+                    swarm.hosts.len()
+                );
+            }
+            let ssh = ConnectOptions {
+                named_in: "deploy.swarm.hosts",
+                ..ssh
+            };
+            Ok(DeployTarget::Swarm(swarm, ssh))
+        }
+        (None, None) => bail!(
+            "no deploy host: pass --host [user@]host[:port], set AWS_EC2_INSTANCE, or set \
+             deploy.host (one host) or deploy.swarm (a swarm) in {}",
+            workspace.pipeline.path.display()
+        ),
+    }
+}
+
+/// Resolves the one host the command runs against. A swarm target is
+/// refused: only `setup` makes swarms yet.
 pub(crate) fn target(
     workspace: &Workspace,
     flags: &HostFlags,
 ) -> anyhow::Result<(Target, ConnectOptions)> {
-    let text = flags
-        .host
-        .clone()
-        .or_else(|| workspace.var("AWS_EC2_INSTANCE"))
-        .or_else(|| workspace.pipeline.deploy.host.clone())
-        .ok_or_else(|| {
-            anyhow!(
-                "no deploy host: pass --host [user@]host[:port], set AWS_EC2_INSTANCE, or set \
-                 deploy.host in {}",
-                workspace.pipeline.path.display()
-            )
-        })?;
-    let target = Target::parse(&text)?;
+    match deploy_target(workspace, flags)? {
+        DeployTarget::Host(target, options) => Ok((target, options)),
+        DeployTarget::Swarm(swarm, _) => bail!(
+            "the deploy target is a swarm of {} hosts (deploy.swarm in {}), and this command \
+             does not run against a swarm yet: only `deployer setup` does. Pass --host for one \
+             host",
+            swarm.hosts.len(),
+            workspace.pipeline.path.display()
+        ),
+    }
+}
+
+/// The SSH settings every target shares, from flags and the environment;
+/// the Docker socket is left for the caller to set.
+fn ssh_options(workspace: &Workspace, flags: &HostFlags) -> anyhow::Result<ConnectOptions> {
     // Flags first, then the environment (for CI jobs configured without
     // editing the Jenkinsfile).
     let host_key = flags
@@ -74,16 +154,14 @@ pub(crate) fn target(
              (--accept-new-host-key or EC2_ACCEPT_NEW_HOST_KEY) contradict each other: use one"
         );
     }
-    let options = ConnectOptions {
+    Ok(ConnectOptions {
         key: workspace.var("EC2_PRIVATE_KEY").map(PathBuf::from),
         known_hosts: workspace.var("EC2_KNOWN_HOSTS").map(PathBuf::from),
-        docker_socket: workspace
-            .var("EC2_DOCKER_SOCKET")
-            .unwrap_or_else(|| "/var/run/docker.sock".into()),
+        docker_socket: String::new(),
         accept_new_host_key,
         host_key,
-    };
-    Ok((target, options))
+        named_in: "AWS_EC2_INSTANCE",
+    })
 }
 
 /// Connects to the host and its Docker daemon; with the host's CPU

@@ -187,3 +187,70 @@ fn push_and_release_without_a_registry_say_how_to_name_one() {
         "{stderr}"
     );
 }
+
+/// A pipeline whose deploy target is a swarm of two hosts.
+const SWARM: &str =
+    "deploy:\n  swarm:\n    hosts: [ops@10.0.0.1, ops@10.0.0.2]\n    data: 10.0.0.2\n";
+
+fn run_swarm(dir: &Path, args: &[&str], host: Option<&str>) -> (i32, String) {
+    let mut command = deployer();
+    command
+        .args(["--file", dir.join("pipeline.yaml").to_str().unwrap()])
+        .args(args)
+        .env_remove("AWS_EC2_INSTANCE")
+        .env_remove("EC2_HOST_KEY");
+    if let Some(host) = host {
+        command.env("AWS_EC2_INSTANCE", host);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_swarm_and_a_single_host_both_set_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{SWARM}"));
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let (code, stderr) = run_swarm(dir.path(), &["setup"], Some("ubuntu@203.0.113.10"));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "two deploy targets: the host ubuntu@203.0.113.10 (AWS_EC2_INSTANCE) and the swarm \
+             of 2 hosts (deploy.swarm.hosts in"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("or pass --host for one host"), "{stderr}");
+}
+
+#[test]
+fn commands_other_than_setup_refuse_a_swarm_target_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{SWARM}"));
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let (code, stderr) = run_swarm(dir.path(), &["lock", "status"], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("the deploy target is a swarm of 2 hosts")
+            && stderr.contains("only `deployer setup` does"),
+        "{stderr}"
+    );
+    // A broken swarm section is named by its key, for every command.
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &format!("{PIPELINE}{}", SWARM.replace("10.0.0.2\n", "10.0.0.9\n")),
+    );
+    let (code, stderr) = run_swarm(dir.path(), &["status"], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "pipeline.yaml: `deploy.swarm.data`: \"10.0.0.9\" is none of deploy.swarm.hosts: one \
+             of ops@10.0.0.1, ops@10.0.0.2"
+        ),
+        "{stderr}"
+    );
+}

@@ -10,3 +10,4 @@ mod jenkinsfile;
 mod setup;
 mod stack;
 mod support;
+mod swarm;

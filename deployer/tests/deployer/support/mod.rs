@@ -9,6 +9,7 @@ pub mod ec2;
 pub mod load;
 pub mod netns;
 pub mod qemu;
+pub mod swarm_lab;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

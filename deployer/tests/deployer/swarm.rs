@@ -1,0 +1,274 @@
+//! `deployer setup` with a swarm as the deploy target, against three real
+//! Docker daemons reached over SSH as EC2 hosts would be: each node of the
+//! lab (support::swarm_lab) is a dockerd with its own sshd in its own
+//! network namespace, and its Docker socket at a path of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Instant;
+
+use bollard::query_parameters::LeaveSwarmOptions;
+
+use crate::support::swarm_lab::SwarmLab;
+use crate::support::{self, text};
+
+/// A pipeline.yaml like the repository's whose deploy target is the lab's
+/// swarm: every node with its own Docker socket, node 1 the manager, node
+/// 2 the data host. Written beside the lab's files; `compose:` points back
+/// at the repository's compose file.
+fn swarm_pipeline(lab: &SwarmLab, dir: &Path) -> PathBuf {
+    let root = support::root();
+    let text = std::fs::read_to_string(root.join("pipeline.yaml")).unwrap();
+    let mut pipeline: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    pipeline["compose"] = root.join("docker-compose.yml").to_string_lossy().into();
+    let hosts: Vec<serde_yaml::Value> = lab
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut entry = serde_yaml::Mapping::new();
+            entry.insert("host".into(), lab.target(i).into());
+            entry.insert(
+                "docker_socket".into(),
+                node.socket.to_string_lossy().into_owned().into(),
+            );
+            entry.into()
+        })
+        .collect();
+    let mut swarm = serde_yaml::Mapping::new();
+    swarm.insert("hosts".into(), hosts.into());
+    swarm.insert("managers".into(), 1.into());
+    swarm.insert("data".into(), lab.target(1).into());
+    pipeline["deploy"]["swarm"] = swarm.into();
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&pipeline).unwrap()).unwrap();
+    path
+}
+
+fn setup(lab: &SwarmLab, pipeline: &Path, project: &str, args: &[&str]) -> Output {
+    setup_with(lab, pipeline, project, args, &[])
+}
+
+fn setup_with(
+    lab: &SwarmLab,
+    pipeline: &Path,
+    project: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    support::deployer()
+        .arg("--file")
+        .arg(pipeline)
+        .args(["-p", project, "setup"])
+        .args(args)
+        .env("EC2_PRIVATE_KEY", &lab.private_key)
+        .env("EC2_KNOWN_HOSTS", &lab.known_hosts)
+        .env_remove("AWS_EC2_INSTANCE")
+        .env_remove("EC2_DOCKER_SOCKET")
+        .env_remove("EC2_HOST_KEY")
+        .env_remove("EC2_ACCEPT_NEW_HOST_KEY")
+        .env_remove("SWARM_HOSTS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run deployer setup")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node as the swarm's manager lists it.
+#[derive(Debug)]
+struct Listed {
+    id: String,
+    role: String,
+    state: String,
+    labels: Vec<(String, String)>,
+}
+
+/// The swarm as node 1 (the manager) lists it.
+fn nodes(lab: &SwarmLab) -> Vec<Listed> {
+    let listed = lab
+        .block_on(lab.nodes[0].docker().list_nodes(None))
+        .expect("node 1 lists the swarm's nodes");
+    listed
+        .into_iter()
+        .map(|n| {
+            let spec = n.spec.unwrap_or_default();
+            let status = n.status.unwrap_or_default();
+            Listed {
+                id: n.id.unwrap_or_default(),
+                role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+                state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: spec.labels.unwrap_or_default().into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+/// Node `i`'s own swarm node ID, as its daemon says.
+fn node_id(lab: &SwarmLab, i: usize) -> String {
+    lab.block_on(lab.nodes[i].docker().info())
+        .unwrap()
+        .swarm
+        .and_then(|s| s.node_id)
+        .unwrap_or_default()
+}
+
+#[test]
+fn setup_makes_a_swarm_of_fresh_hosts_leaves_a_ready_one_alone_and_rejoins_a_host_that_left() {
+    let lab = SwarmLab::start();
+    let project = format!("swtest-{}", std::process::id());
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = swarm_pipeline(&lab, work.path());
+    let (t1, t2, t3) = (lab.target(0), lab.target(1), lab.target(2));
+
+    // The lab's own promise first (images come from this machine's
+    // daemon), with a tiny image built here: nothing is pulled.
+    let image = support::TestImage::build(
+        "swarm-lab-probe",
+        "FROM scratch\nCOPY probe.txt /probe.txt\n",
+        &[("probe.txt", "probe\n")],
+    );
+    lab.load_images(&[&image.name()]);
+    for node in &lab.nodes {
+        lab.block_on(node.docker().inspect_image(&image.name()))
+            .unwrap_or_else(|e| panic!("{} lacks {}: {e}", node.name, image.name()));
+    }
+
+    // Three fresh hosts become one swarm.
+    let started = Instant::now();
+    let out = setup(&lab, &pipeline, &project, &[]);
+    let first = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    eprintln!("{said}");
+    for expected in [
+        format!("made a new swarm on {t1} (manager)"),
+        format!("{t2} joined the swarm as a worker"),
+        format!("{t3} joined the swarm as a worker"),
+        "removed the `ingress` network".to_owned(),
+        format!("created the overlay network {project}_default (attachable)"),
+        format!("labelled {t2} as the data host ({project}.data=true)"),
+    ] {
+        assert!(said.contains(&expected), "missing {expected:?} in:\n{said}");
+    }
+    // The join tokens went to the daemons only.
+    let swarm = lab.block_on(lab.nodes[0].docker().inspect_swarm()).unwrap();
+    let tokens = swarm.join_tokens.unwrap();
+    for token in [tokens.worker.unwrap(), tokens.manager.unwrap()] {
+        assert!(!token.is_empty());
+        assert!(!text(&out).contains(&token), "a join token was printed");
+    }
+
+    let listed = nodes(&lab);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|n| n.state == "ready"), "{listed:?}");
+    let ids: Vec<String> = (0..3).map(|i| node_id(&lab, i)).collect();
+    let role = |id: &str| listed.iter().find(|n| n.id == id).unwrap().role.clone();
+    assert_eq!(
+        [role(&ids[0]), role(&ids[1]), role(&ids[2])],
+        ["manager", "worker", "worker"]
+    );
+    let label = (format!("{project}.data"), "true".to_owned());
+    for (i, id) in ids.iter().enumerate() {
+        let labels = &listed.iter().find(|n| &n.id == id).unwrap().labels;
+        assert_eq!(labels.contains(&label), i == 1, "node {i}: {labels:?}");
+    }
+    let networks = lab
+        .block_on(lab.nodes[0].docker().list_networks(None))
+        .unwrap();
+    assert!(
+        !networks.iter().any(|n| n.ingress == Some(true)),
+        "the ingress network is still there"
+    );
+    let overlay = networks
+        .iter()
+        .find(|n| n.name.as_deref() == Some(&format!("{project}_default")))
+        .expect("the stack's overlay network");
+    assert_eq!(overlay.driver.as_deref(), Some("overlay"));
+    assert_eq!(overlay.scope.as_deref(), Some("swarm"));
+    assert_eq!(overlay.attachable, Some(true));
+
+    // A ready swarm: nothing to do, and it says so.
+    let started = Instant::now();
+    let out = setup(&lab, &pipeline, &project, &[]);
+    let second = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("the swarm of 3 hosts was already set up; nothing changed."),
+        "{said}"
+    );
+    assert_eq!((0..3).map(|i| node_id(&lab, i)).collect::<Vec<_>>(), ids);
+
+    // A host that left (forced, as after a crash) is joined again, and the
+    // record it left behind is removed.
+    lab.block_on(
+        lab.nodes[2]
+            .docker()
+            .leave_swarm(Some(LeaveSwarmOptions { force: true })),
+    )
+    .unwrap();
+    let out = setup(&lab, &pipeline, &project, &["--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{t3} is in no swarm (setup joins it as a worker)"))
+            && stderr.contains("Nothing was changed."),
+        "{stderr}"
+    );
+    let started = Instant::now();
+    let out = setup(&lab, &pipeline, &project, &[]);
+    let rejoin = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    eprintln!("{said}");
+    assert!(
+        said.contains(&format!("{t3} joined the swarm as a worker")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("removed the node record {}", &ids[2][..12])),
+        "{said}"
+    );
+    let listed = nodes(&lab);
+    let new_id = node_id(&lab, 2);
+    assert_ne!(new_id, ids[2]);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|n| n.state == "ready"), "{listed:?}");
+    assert!(listed.iter().any(|n| n.id == new_id), "{listed:?}");
+
+    // --check agrees.
+    let out = setup(&lab, &pipeline, &project, &["--check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("the swarm of 3 hosts is ready for a deploy."),
+        "{}",
+        text(&out)
+    );
+
+    // --host still means that one host, whatever deploy.swarm says.
+    let socket = lab.nodes[0].socket.to_string_lossy().into_owned();
+    let out = setup_with(
+        &lab,
+        &pipeline,
+        &project,
+        &["--check", "--host", &t1],
+        &[("EC2_DOCKER_SOCKET", &socket)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!("{t1} is ready for a deploy.")),
+        "{}",
+        text(&out)
+    );
+
+    eprintln!(
+        "swarm setup: lab start {:.1?}, 3 fresh hosts {first:.1?}, ready swarm {second:.1?}, \
+         rejoin {rejoin:.1?}",
+        lab.start_time
+    );
+    let left = lab.shutdown();
+    assert!(left.is_empty(), "the swarm lab left behind: {left:#?}");
+}
