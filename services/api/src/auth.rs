@@ -1,10 +1,12 @@
 //! HTTP basic auth for every `/supmit/...` route, checked against the one
 //! user the API was started with.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::http::{StatusCode, header};
-use poem::{Endpoint, IntoResponse, Request, Response};
+use poem::{Request, Response};
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::{Basic, BasicAuthorization};
 use student_ages_process::{ApiCredentials, ExposeSecret, Throttle, TrustedProxies};
@@ -48,54 +50,69 @@ pub(crate) struct Guard {
     pub proxies: TrustedProxies,
 }
 
-/// Middleware: a client address that failed basic auth too often gets
-/// 429 with `Retry-After` on every `/supmit` route until its window ends,
-/// whatever it sends; a wrong password counts, a right one clears the count.
-/// A request without credentials is not an attempt (browsers send one first
-/// to get the challenge).
-pub(crate) async fn throttle_failed_logins<E: Endpoint>(
-    next: E,
-    req: Request,
-) -> poem::Result<Response> {
-    let guard = req.data::<Arc<Guard>>().cloned();
-    let client = guard.as_ref().and_then(|g| g.proxies.client_of(&req));
-    let (Some(guard), Some(client)) = (guard, client) else {
-        return next.call(req).await.map(IntoResponse::into_response);
-    };
-    if !req.uri().path().starts_with("/supmit") {
-        return next.call(req).await.map(IntoResponse::into_response);
+/// One request's part in the failed-login throttle: a client address that
+/// failed basic auth too often gets 429 with `Retry-After` on every
+/// `/supmit` route until its window ends, whatever it sends; a wrong
+/// password counts, a right one clears the count. A request without
+/// credentials is not an attempt (browsers send one first to get the
+/// challenge).
+pub(crate) struct LoginAttempt {
+    client: IpAddr,
+    attempted: bool,
+}
+
+impl LoginAttempt {
+    /// Before the request is answered: `Err(wait)` when its client is
+    /// held back for `wait` (answer [`too_many_failed_logins`]), `Ok(None)`
+    /// when the throttle does not apply (not a `/supmit` route, or no
+    /// client address), else the attempt to [`finish`](Self::finish) with
+    /// the answer.
+    pub(crate) fn admit(guard: &Guard, req: &Request) -> Result<Option<LoginAttempt>, Duration> {
+        if !req.uri().path().starts_with("/supmit") {
+            return Ok(None);
+        }
+        let Some(client) = guard.proxies.client_of(req) else {
+            return Ok(None);
+        };
+        guard.throttle.check(client)?;
+        Ok(Some(LoginAttempt {
+            client,
+            attempted: req.headers().contains_key(header::AUTHORIZATION),
+        }))
     }
-    if let Err(wait) = guard.throttle.check(client) {
-        let seconds = wait.as_secs().max(1);
-        return Ok(Response::builder()
-            .status(StatusCode::TOO_MANY_REQUESTS)
-            .header(header::RETRY_AFTER, seconds.to_string())
-            .content_type("application/json; charset=utf-8")
-            .body(
-                serde_json::json!({
-                    "error": format!(
-                        "too many failed logins from this address: try again in {seconds} s"
-                    )
-                })
-                .to_string(),
-            ));
-    }
-    let attempted = req.headers().contains_key(header::AUTHORIZATION);
-    // An error goes on as an error: the JSON body and the challenge are
-    // added further out.
-    let result = next.call(req).await.map(IntoResponse::into_response);
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status(),
-    };
-    if attempted {
+
+    /// Counts the answer: a 401 to credentials is a failure, a success
+    /// clears the client's failures. (An error is still an error here: the
+    /// JSON body and the challenge are added further out.)
+    pub(crate) fn finish(self, guard: &Guard, result: &poem::Result<Response>) {
+        if !self.attempted {
+            return;
+        }
+        let status = match result {
+            Ok(response) => response.status(),
+            Err(error) => error.status(),
+        };
         if status == StatusCode::UNAUTHORIZED {
-            guard.throttle.fail(client);
+            guard.throttle.fail(self.client);
         } else if status.is_success() {
-            guard.throttle.succeed(client);
+            guard.throttle.succeed(self.client);
         }
     }
-    result
+}
+
+/// The 429 for a client held back for `wait`, with `Retry-After`.
+pub(crate) fn too_many_failed_logins(wait: Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::RETRY_AFTER, seconds.to_string())
+        .content_type("application/json; charset=utf-8")
+        .body(
+            serde_json::json!({
+                "error": format!("too many failed logins from this address: try again in {seconds} s")
+            })
+            .to_string(),
+        )
 }
 
 /// Compares both fields in constant time (for equal lengths), and always

@@ -24,6 +24,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response,
 use poem_openapi::OpenApiService;
 pub use student_ages_process::ServerLimits;
 use student_ages_process::{ApiCredentials, Throttle, ThrottleLimits, TrustedProxies};
+use tokio::io::AsyncReadExt;
 
 pub use store::{Store, StoreError};
 
@@ -71,32 +72,74 @@ pub fn app(store: Store, config: Config) -> impl Endpoint<Output = Response> {
         .at("/openapi.json", api.spec_endpoint())
         .with(poem::middleware::Compression::new());
     let credentials = Arc::new(config.credentials);
-    let guard = Arc::new(auth::Guard {
-        throttle: Throttle::new(config.auth_throttle),
-        proxies: config.trusted_proxies,
+    let front = Arc::new(Front {
+        list: routes::ListRead::new(store.clone(), Arc::clone(&credentials)),
+        store,
+        credentials,
+        guard: auth::Guard {
+            throttle: Throttle::new(config.auth_throttle),
+            proxies: config.trusted_proxies,
+        },
     });
     Dispatch {
-        list: routes::ListRead::new(store.clone(), Arc::clone(&credentials)),
         api: api.into_endpoint(),
         docs,
     }
-    .data(store)
-    .data(credentials)
-    // Outside the data it reads: `around` runs before what it wraps.
-    .around(auth::throttle_failed_logins)
-    .data(guard)
-    .around(limit_body)
-    .around(limit_head)
+    .around(move |next, req| front_door(next, req, Arc::clone(&front)))
     .catch_all_error(|error| async move { error::framework_error(error) })
     .around(student_ages_process::log_request)
 }
 
-/// Sends each request on without a router in front of the API: the list
-/// read to [`routes::ListRead`], `/docs…` and `/openapi.json` to the
-/// documentation, everything else to the OpenAPI routes. (Nesting those
-/// under `/` in a `Route` would rebuild every request's URI on the way in.)
-struct Dispatch<A, D> {
+/// What [`front_door`] gives every request, and the list read it answers
+/// itself.
+struct Front {
     list: routes::ListRead,
+    store: Store,
+    credentials: Arc<ApiCredentials>,
+    guard: auth::Guard,
+}
+
+/// Every request's way in, in order: the limits on its head and on its
+/// body, the failed-login throttle, then the list read (answered here,
+/// the API's hottest route) or the data the routes read and on to
+/// [`Dispatch`].
+///
+/// One layer, not one `around` or `data` per step: poem nests each layer's
+/// future in the next, each with its own copy of the request, and a
+/// request's whole future is copied once when it is boxed, so every layer
+/// cost about a kilobyte of copying on every request (callgrind:
+/// `bench/api-instructions.sh`).
+async fn front_door<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    front: Arc<Front>,
+) -> poem::Result<Response> {
+    limit_head(&req)?;
+    limit_body(&mut req).await?;
+    let attempt = match auth::LoginAttempt::admit(&front.guard, &req) {
+        Ok(attempt) => attempt,
+        Err(wait) => return Ok(auth::too_many_failed_logins(wait)),
+    };
+    let result = if req.uri().path() == routes::LIST_PATH && req.method() == Method::GET {
+        front.list.answer(&req).await
+    } else {
+        let extensions = req.extensions_mut();
+        extensions.insert(front.store.clone());
+        extensions.insert(Arc::clone(&front.credentials));
+        next.call(req).await.map(IntoResponse::into_response)
+    };
+    if let Some(attempt) = attempt {
+        attempt.finish(&front.guard, &result);
+    }
+    result
+}
+
+/// Sends each request on without a router in front of the API (the list
+/// read has been answered by [`front_door`]): `/docs…` and `/openapi.json`
+/// to the documentation, everything else to the OpenAPI routes. (Nesting
+/// those under `/` in a `Route` would rebuild every request's URI on the
+/// way in.)
+struct Dispatch<A, D> {
     api: A,
     docs: D,
 }
@@ -106,15 +149,20 @@ impl<A: Endpoint, D: Endpoint> Endpoint for Dispatch<A, D> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
-        if path == routes::LIST_PATH && req.method() == Method::GET {
-            self.list.answer(&req).await
-        } else if routes::NAMELESS_PATHS.contains(&path) {
+        if routes::NAMELESS_PATHS.contains(&path) {
             // A student path with the name left out: say so, not 404.
             Err(error::empty_name())
         } else if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
-            self.docs.call(req).await.map(IntoResponse::into_response)
+            Box::pin(self.docs.call(req))
+                .await
+                .map(IntoResponse::into_response)
         } else {
-            self.api.call(req).await.map(IntoResponse::into_response)
+            // Boxed, as the docs are: the routes' future is many times the
+            // list read's, and unboxed it would size (and so be copied
+            // with) the future of every request, the list reads included.
+            Box::pin(self.api.call(req))
+                .await
+                .map(IntoResponse::into_response)
         }
     }
 }
@@ -154,7 +202,7 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Refuses a request target or headers larger than this API needs, with a
 /// JSON 414 or 431, well below the sizes at which hyper itself answers
 /// (with an empty body, before any of this code runs).
-async fn limit_head<E: Endpoint>(next: E, req: Request) -> poem::Result<E::Output> {
+fn limit_head(req: &Request) -> poem::Result<()> {
     use poem::http::StatusCode;
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri > MAX_URI_BYTES {
@@ -174,14 +222,25 @@ async fn limit_head<E: Endpoint>(next: E, req: Request) -> poem::Result<E::Outpu
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ));
     }
-    next.call(req).await
+    Ok(())
+}
+
+/// The most of a refused body read (and dropped) before answering.
+const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads and drops the rest of a body that is being refused, up to
+/// [`MAX_DRAIN_BYTES`], so that a client still sending it reads the
+/// refusal: closing a connection with unread data makes the kernel reset
+/// it, and the client would see a reset instead of the answer.
+async fn drain(body: impl tokio::io::AsyncRead + Unpin) {
+    let _ = tokio::io::copy(&mut body.take(MAX_DRAIN_BYTES), &mut tokio::io::sink()).await;
 }
 
 /// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so (a CSV
 /// import over [`MAX_CSV_BYTES`] with a 413), whether or not the client
 /// sent a `Content-Length`; a body that cannot be read (malformed chunked
 /// encoding, a client gone) is a 400 that says that.
-async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::Output> {
+async fn limit_body(req: &mut Request) -> poem::Result<()> {
     use poem::http::StatusCode;
     let csv = req.uri().path() == routes::CSV_PATH;
     let limit = if csv { MAX_CSV_BYTES } else { MAX_BODY_BYTES };
@@ -208,22 +267,30 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<E::O
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(req.take_body().into_async_read()).await;
         return Err(too_large());
     }
     if declared.is_none() && req.method() != poem::http::Method::GET {
-        let bytes = req
-            .take_body()
-            .into_bytes_limit(limit)
+        let mut body = req.take_body().into_async_read();
+        let mut bytes = Vec::new();
+        match (&mut body)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
             .await
-            .map_err(|error| match error {
-                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-                _ => poem::Error::from_string(
+        {
+            Ok(read) if read > limit => {
+                drain(body).await;
+                return Err(too_large());
+            }
+            Ok(_) => req.set_body(bytes),
+            Err(_) => {
+                return Err(poem::Error::from_string(
                     "the request body could not be read (malformed chunked encoding?); \
                      send it again with a Content-Length",
                     StatusCode::BAD_REQUEST,
-                ),
-            })?;
-        req.set_body(bytes);
+                ));
+            }
+        }
     }
-    next.call(req).await
+    Ok(())
 }

@@ -10,7 +10,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How long the logging thread lets lines gather after the first one.
 pub const GATHER: Duration = Duration::from_millis(5);
@@ -111,7 +114,7 @@ impl Drop for LogGuard {
 }
 
 /// Logs to stdout through the batch, one line per event; `RUST_LOG`
-/// filters (default `info`). When stdout is not a terminal, `plain` gets
+/// filters (see [`filter`]). When stdout is not a terminal, `plain` gets
 /// the batch, for a caller that writes its hot lines itself.
 pub fn init(plain: &std::sync::OnceLock<Arc<Batch>>) -> LogGuard {
     let ansi = io::IsTerminal::is_terminal(&io::stdout());
@@ -123,14 +126,35 @@ pub fn init(plain: &std::sync::OnceLock<Arc<Batch>>) -> LogGuard {
     {
         let _ = plain.set(Arc::clone(batch));
     }
-    tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_writer(BatchWriter(batch))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref()).unwrap_or_else(|error| {
+        eprintln!("{error}; logging at info");
+        Targets::new().with_default(LevelFilter::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(BatchWriter(batch)),
         )
+        .with(filter)
         .init();
     LogGuard(started)
+}
+
+/// The log filter `RUST_LOG` asks for: a level (`info`), `target=level`
+/// pairs, or both, comma-separated (`info,request=warn`); `info` when unset
+/// or empty. (tracing's `Targets` syntax: unlike `EnvFilter` it has no span
+/// or field filters, and needs no regex engine in every binary.)
+pub fn filter(value: Option<&str>) -> Result<Targets, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        Some(spec) => spec.parse().map_err(|error| {
+            format!(
+                "RUST_LOG={spec:?} is not a log filter ({error}): write a level (info) or \
+                 target=level pairs (info,request=warn)"
+            )
+        }),
+    }
 }
 
 /// What tracing writes each formatted line to: the batch, or stdout
@@ -242,6 +266,22 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filter_is_info_unless_rust_log_says_otherwise_and_a_bad_one_is_named() {
+        use tracing::Level;
+        let unset = filter(None).unwrap();
+        assert!(unset.would_enable("student_ages_api", &Level::INFO));
+        assert!(!unset.would_enable("student_ages_api", &Level::DEBUG));
+        let quiet_requests = filter(Some("info,request=warn")).unwrap();
+        assert!(quiet_requests.would_enable("student_ages_api", &Level::INFO));
+        assert!(!quiet_requests.would_enable("request", &Level::INFO));
+        assert!(quiet_requests.would_enable("request", &Level::WARN));
+        assert!(filter(Some(" ")).unwrap().would_enable("x", &Level::INFO));
+        let error = filter(Some("info,request=loud")).unwrap_err();
+        assert!(error.contains("RUST_LOG=\"info,request=loud\""), "{error}");
+        assert!(error.contains("target=level"), "{error}");
+    }
 
     /// A writer that records each `write_all` it gets as one chunk.
     #[derive(Clone, Default)]

@@ -189,9 +189,11 @@ impl TestEdge {
         extra: &[(&str, &str)],
     ) -> TestEdge {
         // The edge's log, shown with a failing test's output.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("info,request=warn")
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let _ = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(student_ages_batch_log::filter(Some("info,request=warn")).unwrap())
             .try_init();
         let config = TestEdge::config(dir.path(), listen, extra);
         let edge = Edge::start(config).await.unwrap();

@@ -159,11 +159,14 @@ mod tests {
     fn with_filter(filter: &str, f: impl FnOnce()) -> String {
         let lines = Lines::default();
         let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(move || sink.clone())
-            .finish();
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || sink.clone()),
+            )
+            .with(student_ages_batch_log::filter(Some(filter)).unwrap());
         tracing::subscriber::with_default(subscriber, f);
         String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
     }
