@@ -27,6 +27,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{mounts_under, run};
+
 /// Where the root filesystem tarball is kept between runs.
 const CACHE: &str = "/var/cache/deployer-bare-host";
 /// Bump when the debootstrap line changes, so the cache is rebuilt.
@@ -34,21 +36,6 @@ const TARBALL: &str = "bookworm-minbase-v1.tar.zst";
 const PACKAGES: &str = "openssh-server,sudo,ca-certificates,iproute2";
 /// The lab's /24s are 10.78.X.0/24.
 const NET: [u8; 2] = [10, 78];
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed (scripts/test installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn sh(script: &str) -> String {
     run("sh", &["-c", script])
@@ -902,19 +889,9 @@ fn processes_in(dir: &Path) -> Vec<String> {
     found
 }
 
-fn mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(|m| format!("mount {m}"))
-        .collect()
-}
-
 fn leftovers(prefix: &str, dir: &Path, cgroups: &[PathBuf]) -> Vec<String> {
     let mut left = processes_in(dir);
-    left.extend(mounts_under(dir));
+    left.extend(mounts_under(dir).into_iter().map(|m| format!("mount {m}")));
     if dir.exists() {
         left.push(format!("directory {}", dir.display()));
     }

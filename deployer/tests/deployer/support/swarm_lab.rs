@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use bollard::{ClientVersion, Docker};
 
+use super::{mounts_under, run};
+
 /// Docker 20.10 answers API 1.41 at most; bollard's default is newer.
 const API: ClientVersion = ClientVersion {
     major_version: 1,
@@ -47,21 +49,6 @@ const NET: [u8; 2] = [10, 77];
 const NODES: usize = 3;
 /// One lab at a time on this machine.
 const LOCK: &str = "/run/deployer-swarm-lab.lock";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed by the swarm lab: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Runs a command whose failure teardown can only note.
 fn quietly(program: &str, args: &[&str]) -> bool {
@@ -747,16 +734,6 @@ fn processes_naming(needles: &[&str]) -> Vec<(u32, String)> {
         }
     }
     found
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Steps 3 and 4 of section 9 for nodes given as (exec root, node dir):
