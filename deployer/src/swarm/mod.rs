@@ -10,6 +10,7 @@
 
 mod plan;
 mod setup;
+mod spec;
 
 pub(crate) use setup::{check, setup};
 
