@@ -14,9 +14,12 @@ mod deploy;
 mod plan;
 mod setup;
 mod spec;
+mod status;
 
 pub(crate) use deploy::deploy;
 pub(crate) use setup::{check, setup};
+pub(crate) use status::{Quorum, SwarmNode, SwarmService};
+pub(crate) use status::{read_status, table as status_table};
 
 use anyhow::bail;
 use bollard::Docker;
