@@ -348,7 +348,8 @@ impl Cluster<'_> {
             .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&planned.name))
             .and_then(|s| s.service_status)
             .and_then(|s| s.desired_tasks)
-            .map_or(1, |n| n as usize))
+            // Zero only until the swarm has counted the nodes.
+            .map_or(1, |n| (n as usize).max(1)))
     }
 
     /// The failed task of the new spec seen last: its node, error and log.
