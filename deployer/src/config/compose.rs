@@ -227,12 +227,12 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
     deploy_keys: DeployKeys,
 ) -> Result<Stack, ConfigError> {
-    let file: ComposeFile = super::load_yaml(path)?;
-    if deploy_keys == DeployKeys::Refuse && file.services.values().any(|s| s.deploy.is_some()) {
-        // The one-host model has no `deploy:`: its parse names the key
-        // and where it is.
+    if deploy_keys == DeployKeys::Refuse {
+        // The one-host model, without `deploy:`: its errors are the ones
+        // one host has always given (`deploy` an unknown field).
         super::load_yaml::<ComposeFile<OneHostServiceDef>>(path)?;
     }
+    let file: ComposeFile = super::load_yaml(path)?;
     resolve(path, file, project, env)
 }
 
