@@ -24,7 +24,9 @@ use anyhow::{anyhow, bail};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{ServiceUpdateStatusStateEnum as UpdateState, Task, TaskState};
-use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, UpdateServiceOptions};
+use bollard::query_parameters::{
+    ListContainersOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+};
 
 use super::Node;
 use super::spec::{HASH_LABEL, Planned};
@@ -39,6 +41,8 @@ const UNPLACEABLE_AFTER: Duration = Duration::from_secs(15);
 /// New tasks of a new service that fail before the deploy gives up.
 const FAILURES_OF_A_NEW_SERVICE: usize = 3;
 const POLL: Duration = Duration::from_millis(300);
+/// How long every edge gets to route to a converged service's tasks.
+const EDGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the deploy did to one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +315,73 @@ impl Cluster<'_> {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Waits until the edge on every node routes to exactly the running
+    /// tasks of each `(service, tasks)` (as many targets, all healthy): it
+    /// finds them by DNS every second and checks each before it gets a
+    /// request, so a converged service is not yet a served one. Edges not
+    /// running yet (the first deploy, before the edge) are not waited on.
+    pub(crate) async fn wait_for_edges(
+        &self,
+        edge: &str,
+        services: &[(String, usize)],
+    ) -> anyhow::Result<()> {
+        if services.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + EDGE_TIMEOUT;
+        for node in self.nodes {
+            let containers = node
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    filters: Some(HashMap::from([(
+                        "label".to_owned(),
+                        vec![format!("com.docker.swarm.service.name={edge}")],
+                    )])),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| {
+                    anyhow!("cannot list {}'s containers: {}", node.target, message(&e))
+                })?;
+            for id in containers.into_iter().filter_map(|c| c.id) {
+                loop {
+                    let seen = crate::edge_ctl::status(&node.docker, &id).await;
+                    let short: Vec<String> = match &seen {
+                        Ok(status) => services
+                            .iter()
+                            .filter_map(|(service, tasks)| {
+                                let targets =
+                                    status.services.get(service).cloned().unwrap_or_default();
+                                let healthy =
+                                    targets.iter().filter(|t| t.health == "healthy").count();
+                                (targets.len() != *tasks || healthy != *tasks).then(|| {
+                                    format!(
+                                        "{service}: {healthy} healthy of {} targets, {tasks} tasks",
+                                        targets.len()
+                                    )
+                                })
+                            })
+                            .collect(),
+                        Err(e) => vec![format!("{e:#}")],
+                    };
+                    if short.is_empty() {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "the edge on {} does not route to the services' tasks within {} s: {}",
+                            node.target,
+                            EDGE_TIMEOUT.as_secs(),
+                            short.join("; ")
+                        );
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The service's tasks the swarm still lists.

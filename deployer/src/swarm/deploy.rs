@@ -163,13 +163,37 @@ async fn steps(
         )
         .await?;
         let mut changes: Vec<(&Planned, Change)> = Vec::new();
+        // The services behind the edge, as its routes name them.
+        let routed: Vec<&str> = stack
+            .edge
+            .iter()
+            .flat_map(|e| e.targets.iter().map(|t| t.service.as_str()))
+            .collect();
+        let edge = stack
+            .edge
+            .as_ref()
+            .map(|e| spec::service_name(stack, &e.service));
         for plan in &planned {
-            match cluster.apply(plan).await {
-                Ok(change) => changes.push((plan, change)),
-                Err(error) => {
-                    roll_back(&cluster, &changes, progress).await;
-                    return Err(error.context(format!("the deploy of {tag} to the swarm failed")));
+            let applied = match cluster.apply(plan).await {
+                Ok(change) => {
+                    changes.push((plan, change));
+                    // Served, not only running: every edge routes to the
+                    // tasks of the services applied so far.
+                    let served: Vec<(String, usize)> = changes
+                        .iter()
+                        .filter(|(p, _)| routed.contains(&p.service.as_str()))
+                        .filter_map(|(p, _)| p.replicas.map(|n| (p.service.clone(), n as usize)))
+                        .collect();
+                    match &edge {
+                        Some(edge) => cluster.wait_for_edges(edge, &served).await,
+                        None => Ok(()),
+                    }
                 }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = applied {
+                roll_back(&cluster, &changes, progress).await;
+                return Err(error.context(format!("the deploy of {tag} to the swarm failed")));
             }
         }
         changes

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! EDGE_DISCOVER="api=tasks.stack_api:5000/healthz; frontend=tasks.stack_frontend:8080/healthz"
-//! EDGE_DISCOVER_INTERVAL=2s   # how often each name is asked again
+//! EDGE_DISCOVER_INTERVAL=1s   # how often each name is asked again
 //! ```
 //!
 //! Each round asks the nameserver of `/etc/resolv.conf` (Docker's embedded
@@ -19,8 +19,10 @@
 //! NSS modules for libc's resolver to load. The service's pool becomes what
 //! DNS lists: an address already there keeps its target (and its health);
 //! a new one gets a target that receives no request before its first good
-//! health check; one DNS no longer lists is taken out and drained. A failed
-//! lookup changes nothing, so a DNS hiccup never empties a pool.
+//! health check; one DNS no longer lists is taken out and drained, unless
+//! no target left is healthy yet (the last task of a service being replaced
+//! serves until its successor is checked). A failed lookup changes nothing,
+//! so a DNS hiccup never empties a pool.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,7 +33,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, parse_duration};
-use crate::upstream::Upstreams;
+use crate::upstream::{Health, Upstreams};
 
 /// Docker's embedded DNS, when resolv.conf names no nameserver.
 const EMBEDDED_DNS: &str = "127.0.0.11:53";
@@ -129,7 +131,7 @@ impl Discovery {
             return Err(bad("names no service".into()));
         }
         let interval = match var("EDGE_DISCOVER_INTERVAL") {
-            None => Duration::from_secs(2),
+            None => Duration::from_secs(1),
             Some(v) => parse_duration(&v)
                 .ok()
                 .filter(|d| !d.is_zero())
@@ -229,11 +231,25 @@ async fn set_targets(
             }
         })
         .collect();
-    let removed: Vec<_> = current
+    let mut pool = pool;
+    let mut removed: Vec<_> = current
         .iter()
         .filter(|t| !pool.iter().any(|n| Arc::ptr_eq(t, n)))
         .cloned()
         .collect();
+    // Nothing healthy left (a lone task being replaced, its successor not
+    // checked yet): the old ones that still answer keep serving until a
+    // later round finds a healthy successor.
+    if !pool.iter().any(|t| t.health() == Health::Healthy) {
+        let (keep, go): (Vec<_>, Vec<_>) = removed
+            .into_iter()
+            .partition(|t| t.health() == Health::Healthy);
+        pool.extend(keep);
+        removed = go;
+        if pool.len() == current.len() && added.is_empty() {
+            return;
+        }
+    }
     svc.pool.store(Arc::new(pool));
     tracing::info!(
         service,
