@@ -425,7 +425,7 @@ impl Cluster<'_> {
 
     /// The failed task of the new spec seen last: its node, error and log.
     async fn failed_task_report(&self, view: &View<'_>) -> String {
-        let Some(task) = view.failed_new.last() else {
+        let Some(task) = view.failed_new.last().or(view.ended_new.last()) else {
             return String::new();
         };
         let node_id = task.node_id.clone().unwrap_or_default();
@@ -440,13 +440,40 @@ impl Cluster<'_> {
             .take(12)
             .collect();
         let mut report = format!(
-            "\nThe task {id} on node {} {state}: {err}",
-            self.hostname(&node_id)
+            "\nThe task {id} on node {} ended {state}{}",
+            self.hostname(&node_id),
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(": {err}")
+            }
         );
         let container = status.container_status.and_then(|c| c.container_id);
         let node = self.node_ids.iter().position(|n| *n == node_id);
         match (container, node) {
             (Some(container), Some(i)) if !container.is_empty() => {
+                // Its health as the daemon last saw it (a stopped
+                // container keeps it): why the swarm gave up on it.
+                let health = self.nodes[i]
+                    .docker
+                    .inspect_container(&container, None)
+                    .await
+                    .ok()
+                    .and_then(|c| c.state)
+                    .and_then(|s| s.health);
+                if let Some(health) = health
+                    && health.status == Some(bollard::models::HealthStatusEnum::UNHEALTHY)
+                {
+                    let said = health
+                        .log
+                        .and_then(|l| l.last().cloned())
+                        .and_then(|r| r.output)
+                        .map(|o| o.trim().to_owned())
+                        .unwrap_or_default();
+                    report.push_str(&format!(
+                        "\nIts container turned unhealthy; the last healthcheck said: {said}"
+                    ));
+                }
                 let logs = crate::docker::last_logs(&self.nodes[i].docker, &container, 20).await;
                 if logs.trim().is_empty() {
                     report.push_str("\nIt printed nothing.");
@@ -514,6 +541,9 @@ struct View<'t> {
     new_tasks: Vec<(String, String)>,
     /// Tasks of the planned spec that failed or were rejected, oldest first.
     failed_new: Vec<&'t Task>,
+    /// Tasks of the planned spec that stopped for any reason (a rollback
+    /// shuts down an unhealthy one), oldest first.
+    ended_new: Vec<&'t Task>,
 }
 
 impl<'t> View<'t> {
@@ -536,6 +566,18 @@ impl<'t> View<'t> {
             })
             .collect();
         failed_new.sort_by_key(|t| t.updated_at.as_ref().map(|d| d.to_string()));
+        let mut ended_new: Vec<&Task> = tasks
+            .iter()
+            .filter(|t| {
+                is_new(t)
+                    && !matches!(
+                        state(t),
+                        None | Some(TaskState::RUNNING | TaskState::FAILED | TaskState::REJECTED)
+                    )
+                    && !wanted(t)
+            })
+            .collect();
+        ended_new.sort_by_key(|t| t.updated_at.as_ref().map(|d| d.to_string()));
         View {
             running_new: tasks
                 .iter()
@@ -556,6 +598,7 @@ impl<'t> View<'t> {
                 })
                 .collect(),
             failed_new,
+            ended_new,
         }
     }
 

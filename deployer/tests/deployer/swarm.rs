@@ -353,7 +353,9 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     build_images();
     let broken = TestImage::build(
         "swarm-broken-ui",
-        "FROM student-ages-frontend:latest\nENTRYPOINT [\"/frontend\", \"--no-such-flag\"]\n",
+        // It serves on another port than its healthcheck probes.
+        "FROM student-ages-frontend:latest\n\
+         ENTRYPOINT [\"/frontend\", \"--listen-addr\", \"0.0.0.0:8081\"]\n",
         &[],
     );
     let lab = SwarmLab::start();
@@ -484,7 +486,7 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     }
     let requests: usize = reports.iter().map(|r| r.requests).sum();
 
-    // A broken UI image: its tasks exit at start; the swarm rolls the
+    // A broken UI image: its tasks never turn healthy; the swarm rolls the
     // update back, and the deploy says so with the task's node and log.
     let broken_repo = broken.repository.clone();
     let (out, failed) = deploy(&[
@@ -499,10 +501,7 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         "{stderr}"
     );
     assert!(stderr.contains("on node dl"), "the task's node: {stderr}");
-    assert!(
-        stderr.contains("--no-such-flag"),
-        "the task's log: {stderr}"
-    );
+    assert!(stderr.contains("0.0.0.0:8081"), "the task's log: {stderr}");
     let status = json_status(&lab, &pipeline, &project);
     let frontend = status["services"]
         .as_array()
