@@ -502,6 +502,10 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     );
     assert!(stderr.contains("on node dl"), "the task's node: {stderr}");
     assert!(stderr.contains("0.0.0.0:8081"), "the task's log: {stderr}");
+    assert!(
+        stderr.contains("turned unhealthy"),
+        "why it failed: {stderr}"
+    );
     let status = json_status(&lab, &pipeline, &project);
     let frontend = status["services"]
         .as_array()
