@@ -653,3 +653,67 @@ impl<'t> View<'t> {
         format!("{desired} running on {}", nodes.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec, TaskStatus};
+
+    fn task(hash: &str, node: &str, state: TaskState, desired: TaskState, err: &str) -> Task {
+        Task {
+            node_id: Some(node.into()),
+            desired_state: Some(desired),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: (!err.is_empty()).then(|| err.into()),
+                ..Default::default()
+            }),
+            spec: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    labels: Some(HashMap::from([(HASH_LABEL.to_owned(), hash.to_owned())])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn old_tasks_still_running_keep_an_update_from_being_done() {
+        use TaskState::*;
+        let tasks = [
+            task("new", "n1", RUNNING, RUNNING, ""),
+            task("new", "n2", RUNNING, RUNNING, ""),
+            // Told to stop, not stopped yet: the swarm already says
+            // `completed`.
+            task("old", "n3", RUNNING, SHUTDOWN, ""),
+            task("old", "n1", SHUTDOWN, SHUTDOWN, ""),
+        ];
+        let view = View::of(&tasks, "new");
+        assert_eq!((view.running_new, view.running_old), (2, 1));
+        assert!(view.waiting_for_a_node(&tasks).is_none());
+        assert_eq!(
+            view.line(2, Some(UpdateState::COMPLETED), |n| n.to_uppercase()),
+            "2/2 new tasks running, 1 old still running, update completed [N1 running, N2 running]"
+        );
+    }
+
+    #[test]
+    fn a_task_that_cannot_be_placed_and_a_failed_one_are_found() {
+        use TaskState::*;
+        let port = "no suitable node (host-mode port already in use on 1 node)";
+        let tasks = [
+            task("new", "", PENDING, RUNNING, port),
+            task("new", "n2", FAILED, SHUTDOWN, "task: non-zero exit (1)"),
+            task("new", "n3", COMPLETE, SHUTDOWN, ""),
+            task("old", "n1", RUNNING, RUNNING, ""),
+        ];
+        let view = View::of(&tasks, "new");
+        let waiting = view.waiting_for_a_node(&tasks).unwrap();
+        assert_eq!(waiting.status.as_ref().unwrap().err.as_deref(), Some(port));
+        assert_eq!(view.failed_new.len(), 1);
+        assert_eq!(view.ended_new.len(), 1);
+        assert_eq!((view.running_new, view.running_old), (0, 1));
+    }
+}

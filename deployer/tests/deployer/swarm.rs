@@ -453,6 +453,15 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         "{data_node:#}"
     );
     assert!(status["students"].as_u64().is_some(), "{status:#}");
+    let out = deployer_on(&lab, &pipeline, &project, &["status"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{table}");
+    assert!(
+        table.contains("managers: 1 of 1 reachable, 1 needed for a quorum: ok")
+            && table.contains("frontend  replicated  3/3      running  healthy"),
+        "{table}"
+    );
 
     // A rolling update of the UI (its log level changes, nothing else)
     // under load through every node's edge: no request fails.
