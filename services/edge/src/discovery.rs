@@ -492,6 +492,87 @@ mod tests {
         assert!(parse_a(&m[..m.len() - 2], 7).is_err());
     }
 
+    /// Answers every request on `listener` with 200.
+    fn serve_ok(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    async fn healthy(upstreams: &Upstreams, address: &str) -> bool {
+        for _ in 0..100 {
+            let pool = upstreams.service("api").unwrap().targets();
+            if pool
+                .iter()
+                .any(|t| t.address == address && t.health() == Health::Healthy)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn addresses(upstreams: &Upstreams) -> Vec<String> {
+        let mut pool: Vec<String> = upstreams
+            .service("api")
+            .unwrap()
+            .targets()
+            .iter()
+            .map(|t| t.address.clone())
+            .collect();
+        pool.sort();
+        pool
+    }
+
+    #[tokio::test]
+    async fn a_lone_target_dns_dropped_serves_until_its_successor_is_healthy() {
+        let upstreams = Upstreams::new(
+            ["api".to_owned()],
+            crate::config::HealthSettings {
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_millis(200),
+                failures: 1,
+            },
+        );
+        let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let old_at = old.local_addr().unwrap().to_string();
+        serve_ok(old);
+        set_targets(&upstreams, "api", std::slice::from_ref(&old_at), "/healthz").await;
+        assert!(healthy(&upstreams, &old_at).await);
+
+        // DNS now lists only the successor, which does not answer yet: the
+        // old target stays in the pool, and still gets the requests.
+        let new = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let new_at = new.local_addr().unwrap().to_string();
+        set_targets(&upstreams, "api", std::slice::from_ref(&new_at), "/healthz").await;
+        let mut both = vec![old_at.clone(), new_at.clone()];
+        both.sort();
+        assert_eq!(addresses(&upstreams), both);
+        let picked = upstreams.service("api").unwrap().pick(None).unwrap();
+        assert_eq!(picked.address, old_at);
+
+        // Once the successor answers, the next round takes the old one out.
+        serve_ok(new);
+        assert!(healthy(&upstreams, &new_at).await);
+        set_targets(&upstreams, "api", std::slice::from_ref(&new_at), "/healthz").await;
+        assert_eq!(addresses(&upstreams), [new_at]);
+    }
+
     #[tokio::test]
     async fn a_lookup_asks_the_nameserver_over_udp() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
