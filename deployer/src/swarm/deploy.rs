@@ -16,7 +16,9 @@
 //!
 //! A failed service or check rolls back the services this deploy updated
 //! before it (the failed one the swarm rolls back itself), and the command
-//! exits 1 saying what failed, where, with its logs.
+//! exits 1 saying what failed, where, with its logs. Ctrl-C or SIGTERM
+//! stops the deploy where it is (the swarm finishes an update under way);
+//! either way the lock is released and the attempt recorded.
 
 use std::collections::HashMap;
 
@@ -32,6 +34,7 @@ use crate::images;
 use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::remote::ConnectOptions;
+use crate::signal::StopSignal;
 use crate::stack::Stack;
 use crate::transfer::{self, Copied};
 use crate::workspace::Workspace;
@@ -84,6 +87,8 @@ async fn locked(
     let keeper = &nodes[0];
     let dir = HostDir::open(&keeper.remote).await?;
     let who = crate::host::who(workspace);
+    // Caught from before the lock is taken, so no signal can leave it held.
+    let mut stop = StopSignal::install()?;
     let lock = dir.lock(&keeper.remote, &who).await?;
     progress.println(&format!(
         "deploying {tag} to the swarm of {} hosts (lock and audit log on {})",
@@ -91,7 +96,7 @@ async fn locked(
         keeper.target
     ));
     let mut images = Vec::new();
-    let outcome = steps(
+    let work = steps(
         workspace,
         swarm,
         nodes,
@@ -100,8 +105,15 @@ async fn locked(
         registry,
         progress,
         &mut images,
-    )
-    .await;
+    );
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = stop.received() => Err(anyhow!(
+            "interrupted: the deploy stopped. Services it had updated keep their new spec, and \
+             an update under way goes on in the swarm (`deployer status` shows where it is; \
+             `deployer deploy` again finishes or replaces it)"
+        )),
+    };
     let keeper = &nodes[0];
     let entry = AuditEntry {
         time: crate::host::now(),
