@@ -79,6 +79,10 @@ enum Command {
     /// and whether the API answers. Exits 1 when a service is missing or
     /// unhealthy. On the deploy host it reads the local daemon; from
     /// elsewhere, pass --host.
+    ///
+    /// A swarm (deploy.swarm in pipeline.yaml, without --host): each
+    /// service's desired and running tasks, each node's tasks and their
+    /// health, and the managers' quorum.
     Status {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
@@ -97,6 +101,11 @@ enum Command {
     /// EC2_KNOWN_HOSTS (default: yours), the host's Docker socket from
     /// EC2_DOCKER_SOCKET (default /var/run/docker.sock); registry
     /// credentials from DOCKER_USERNAME / DOCKER_PASSWORD.
+    ///
+    /// A swarm (deploy.swarm in pipeline.yaml, without --host): the
+    /// services are created or updated through the Swarm API and each
+    /// rolling update is watched; one that fails is rolled back and the
+    /// command exits 1 with the failed task's node and logs.
     Deploy {
         #[command(flatten)]
         host: HostArgs,

@@ -25,6 +25,13 @@ impl Progress {
         }
     }
 
+    /// Shows nothing (progress of a command whose stdout is its result).
+    pub fn hidden() -> Progress {
+        Progress {
+            multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::hidden())),
+        }
+    }
+
     /// A unit of work with a name (an image, a service), shown as one line.
     pub fn task(&self, name: &str, message: &str) -> Task {
         let bar = self.multi.as_ref().map(|multi| {

@@ -2,6 +2,7 @@
 //! `docker-compose.yml` (names interpolated, paths absolute, services in
 //! dependency order). The engine applies it; status reads it back.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ pub struct Stack {
     pub volumes: Vec<String>,
     /// The edge in front of the stack, if pipeline.yaml names one.
     pub edge: Option<EdgeSpec>,
+    /// Per service, compose's `deploy:` (read only when the deploy target
+    /// is a swarm). Kept out of [`Service`], whose every field is part of a
+    /// one-host container's config hash.
+    pub deploy: BTreeMap<String, Deploy>,
 }
 
 /// The edge proxy in front of the stack: which compose service it is, and
@@ -79,6 +84,54 @@ pub struct Service {
     /// Linux capabilities added to and dropped from Docker's default set.
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+}
+
+/// How a swarm runs a service (compose's `deploy:` keys); each unset key
+/// is left to the swarm deploy's defaults for that service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deploy {
+    pub replicas: Option<u64>,
+    pub update_config: Option<UpdateConfig>,
+    pub rollback_config: Option<UpdateConfig>,
+    pub placement: Placement,
+    pub resources: Resources,
+}
+
+/// `update_config:` or `rollback_config:`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateConfig {
+    pub parallelism: Option<u64>,
+    pub delay: Option<Duration>,
+    /// `continue`, `pause` or (updates only) `rollback`.
+    pub failure_action: Option<String>,
+    pub monitor: Option<Duration>,
+    pub max_failure_ratio: Option<f64>,
+    /// `start-first` or `stop-first`.
+    pub order: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    /// `node.role==worker`, `node.labels.zone==a`, ...
+    pub constraints: Vec<String>,
+    /// Spread descriptors (`node.labels.zone`).
+    pub spread: Vec<String>,
+    pub max_replicas_per_node: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resources {
+    pub limits: Option<ResourceSet>,
+    pub reservations: Option<ResourceSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResourceSet {
+    /// CPUs, `0.5` for half of one.
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// Limits only.
+    pub pids: Option<u64>,
 }
 
 /// Where a service's containers are on the network.

@@ -51,6 +51,7 @@ impl Workspace {
                 flag: files.project_name,
             },
             &lookup,
+            deploy_keys(&pipeline),
         )?;
         pipeline.check_against(&stack)?;
         stack.edge = pipeline.edge.clone();
@@ -78,6 +79,7 @@ impl Workspace {
                 flag: self.project_flag.as_deref(),
             },
             &lookup,
+            deploy_keys(&self.pipeline),
         )?;
         stack.edge = self.pipeline.edge.clone();
         Ok(stack)
@@ -171,6 +173,16 @@ impl Workspace {
     /// images from this machine's Docker to the host's.
     pub(crate) fn optional_registry(&self) -> Option<Registry> {
         self.pipeline.registry.clone().map(Registry::new)
+    }
+}
+
+/// Compose's `deploy:` keys are read when pipeline.yaml has a swarm, and
+/// refused otherwise (one host runs one container per service).
+fn deploy_keys(pipeline: &Pipeline) -> compose::DeployKeys {
+    if pipeline.deploy.swarm.is_some() {
+        compose::DeployKeys::Read
+    } else {
+        compose::DeployKeys::Refuse
     }
 }
 

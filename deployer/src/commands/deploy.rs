@@ -11,7 +11,11 @@
 //! applied again. The skeleton around the steps (lock, signals, one audit
 //! line per attempt) is `host::with_locked_host`.
 
-use crate::host::{self, AuditAction, AuditResult, HostFlags, LockedHost};
+use anyhow::bail;
+
+use crate::host::{
+    self, AuditAction, AuditResult, DeployTarget, HostFlags, LockedHost, deploy_target,
+};
 use crate::images;
 use crate::progress::Progress;
 use crate::workspace::{DefaultCredentials, Workspace};
@@ -52,6 +56,16 @@ pub async fn run(
         None => images::version_tag(&workspace.pipeline.root),
     };
     workspace.check_credentials(options.defaults, progress)?;
+    if let DeployTarget::Swarm(swarm, ssh) = deploy_target(workspace, &options.host)? {
+        if options.data == Data::Reseed {
+            bail!(
+                "--reseed-data does not run against a swarm yet: reseed on the data host with \
+                 `deployer deploy --host` while it runs alone, or restore the file"
+            );
+        }
+        return crate::swarm::deploy(workspace, &swarm, &ssh, &tag, registry.as_ref(), progress)
+            .await;
+    }
     let stack = workspace.host_stack(&tag)?;
     host::with_locked_host(
         workspace,

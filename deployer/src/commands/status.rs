@@ -58,6 +58,9 @@ pub async fn run(
     place: Place<'_>,
     progress: &Progress,
 ) -> anyhow::Result<bool> {
+    if matches!(place, Place::Here) && workspace.pipeline.deploy.swarm.is_some() {
+        return swarm_status(workspace, format, progress).await;
+    }
     let overview = match place {
         Place::Here => {
             let docker = workspace.local_docker().await?;
@@ -167,6 +170,109 @@ async fn overview(
     url: Option<String>,
     edge: Option<EdgeStatus>,
 ) -> Overview {
+    let (records, answers) = records(workspace, url).await;
+    Overview {
+        project: stack.project.clone(),
+        healthy: services.iter().all(|s| s.ok),
+        services,
+        last_deploy: audit.last().cloned(),
+        records,
+        answers,
+        edge,
+    }
+}
+
+/// `status` of a swarm: the same top-level keys as one host's (`project`,
+/// `healthy`, `services`, `last_deploy`, the record count), each service
+/// with its replicas, and `swarm`: every node with its tasks, the quorum.
+#[derive(Debug, Serialize)]
+struct SwarmOverview {
+    project: String,
+    healthy: bool,
+    services: Vec<crate::swarm::SwarmService>,
+    last_deploy: Option<AuditEntry>,
+    #[serde(flatten)]
+    records: BTreeMap<String, usize>,
+    #[serde(flatten)]
+    answers: BTreeMap<String, String>,
+    swarm: SwarmPart,
+}
+
+#[derive(Debug, Serialize)]
+struct SwarmPart {
+    nodes: Vec<crate::swarm::SwarmNode>,
+    quorum: crate::swarm::Quorum,
+}
+
+async fn swarm_status(
+    workspace: &Workspace,
+    format: Format,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
+    let crate::host::DeployTarget::Swarm(swarm, ssh) =
+        crate::host::deploy_target(workspace, &HostFlags::default())?
+    else {
+        unreachable!("without --host, a configured swarm is the target")
+    };
+    let stack = workspace.stack_with(&workspace.pipeline.deploy.env)?;
+    let entry = probe_entry(workspace, &stack);
+    // Connecting says nothing: stdout is the table or the JSON.
+    let (status, audit, url, nodes) =
+        crate::swarm::read_status(&swarm, &ssh, &stack, entry, &Progress::hidden()).await?;
+    let (records, answers) = records(workspace, url).await;
+    crate::swarm::close_all(nodes).await;
+    let overview = SwarmOverview {
+        project: stack.project.clone(),
+        healthy: status.services.iter().all(|s| s.ok) && status.quorum.ok,
+        services: status.services.clone(),
+        last_deploy: audit.last().cloned(),
+        records,
+        answers,
+        swarm: SwarmPart {
+            nodes: status.nodes.clone(),
+            quorum: status.quorum.clone(),
+        },
+    };
+    match format {
+        Format::Json => progress.out(&serde_json::to_string_pretty(&overview)?),
+        Format::Table => {
+            let mut out = crate::swarm::status_table(&status);
+            out.push_str("\n\n");
+            match &overview.last_deploy {
+                Some(e) => out.push_str(&format!(
+                    "last deploy: {} {} by {} at {}: {}\n",
+                    e.action, e.version, e.who, e.time, e.result
+                )),
+                None => out.push_str("last deploy: none recorded\n"),
+            }
+            for (service, answer) in &overview.answers {
+                match overview.records.iter().next() {
+                    Some((name, count)) => out.push_str(&format!(
+                        "{service}: answers through the data host's edge; {count} {name}\n"
+                    )),
+                    None => out.push_str(&format!("{service}: {answer}\n")),
+                }
+            }
+            if !overview.healthy {
+                let bad: Vec<_> = overview
+                    .services
+                    .iter()
+                    .filter(|s| !s.ok)
+                    .map(|s| s.service.as_str())
+                    .collect();
+                out.push_str(&format!("\nnot healthy: {}\n", bad.join(", ")));
+            }
+            progress.out(out.trim_end());
+        }
+    }
+    Ok(overview.healthy)
+}
+
+/// The record count `status:` asks for at `url`, or why there is none.
+async fn records(
+    workspace: &Workspace,
+    url: Option<String>,
+) -> (BTreeMap<String, usize>, BTreeMap<String, String>) {
     let mut records = BTreeMap::new();
     let mut answers = BTreeMap::new();
     if let Some(probe) = &workspace.pipeline.status {
@@ -182,15 +288,7 @@ async fn overview(
         };
         answers.insert(probe.service.clone(), answer);
     }
-    Overview {
-        project: stack.project.clone(),
-        healthy: services.iter().all(|s| s.ok),
-        services,
-        last_deploy: audit.last().cloned(),
-        records,
-        answers,
-        edge,
-    }
+    (records, answers)
 }
 
 /// What the stack's edge routes, if it runs (a view: its absence or an

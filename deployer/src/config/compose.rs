@@ -13,13 +13,16 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
-use crate::stack::{Healthcheck, Logging, Mount, Network, Port, Restart, Service, Stack};
+use crate::stack::{
+    Deploy, Healthcheck, Logging, Mount, Network, Placement, Port, ResourceSet, Resources, Restart,
+    Service, Stack, UpdateConfig,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ComposeFile {
+struct ComposeFile<S = ServiceDef> {
     name: Option<String>,
-    services: BTreeMap<String, ServiceDef>,
+    services: BTreeMap<String, S>,
     #[serde(default)]
     volumes: BTreeMap<String, Option<EmptyDef>>,
     #[serde(default)]
@@ -31,30 +34,100 @@ struct ComposeFile {
 #[serde(deny_unknown_fields)]
 struct EmptyDef {}
 
+/// A service's keys; `deploy:` only in [`ServiceDef`]: the one-host model
+/// ([`OneHostServiceDef`]) refuses it as an unknown field, as it always has.
+macro_rules! service_def {
+    ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct $name {
+            image: String,
+            command: Option<Vec<String>>,
+            #[serde(default)]
+            environment: Environment,
+            #[serde(default)]
+            ports: Vec<Scalar>,
+            #[serde(default)]
+            volumes: Vec<String>,
+            #[serde(default)]
+            networks: Vec<String>,
+            healthcheck: Option<HealthcheckDef>,
+            restart: Option<String>,
+            #[serde(default)]
+            depends_on: DependsOn,
+            user: Option<String>,
+            logging: Option<LoggingDef>,
+            network_mode: Option<String>,
+            #[serde(default)]
+            cap_add: Vec<String>,
+            #[serde(default)]
+            cap_drop: Vec<String>,
+            $($extra)*
+        }
+    };
+}
+
+service_def!(ServiceDef {
+    deploy: Option<DeployDef>,
+});
+service_def!(
+    /// Parsed only to refuse `deploy:` with serde's own words and position.
+    OneHostServiceDef {}
+);
+
+/// Compose's `deploy:`, for a swarm.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceDef {
-    image: String,
-    command: Option<Vec<String>>,
+struct DeployDef {
+    replicas: Option<Scalar>,
+    update_config: Option<UpdateConfigDef>,
+    rollback_config: Option<UpdateConfigDef>,
+    placement: Option<PlacementDef>,
+    resources: Option<ResourcesDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateConfigDef {
+    parallelism: Option<Scalar>,
+    delay: Option<String>,
+    failure_action: Option<String>,
+    monitor: Option<String>,
+    max_failure_ratio: Option<Scalar>,
+    order: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacementDef {
     #[serde(default)]
-    environment: Environment,
+    constraints: Vec<String>,
     #[serde(default)]
-    ports: Vec<Scalar>,
-    #[serde(default)]
-    volumes: Vec<String>,
-    #[serde(default)]
-    networks: Vec<String>,
-    healthcheck: Option<HealthcheckDef>,
-    restart: Option<String>,
-    #[serde(default)]
-    depends_on: DependsOn,
-    user: Option<String>,
-    logging: Option<LoggingDef>,
-    network_mode: Option<String>,
-    #[serde(default)]
-    cap_add: Vec<String>,
-    #[serde(default)]
-    cap_drop: Vec<String>,
+    preferences: Vec<PreferenceDef>,
+    max_replicas_per_node: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreferenceDef {
+    spread: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesDef {
+    limits: Option<ResourceSetDef>,
+    reservations: Option<ResourceSetDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceSetDef {
+    cpus: Option<Scalar>,
+    memory: Option<Scalar>,
+    pids: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,13 +210,28 @@ pub struct ProjectName<'a> {
     pub flag: Option<&'a str>,
 }
 
+/// Whether services' `deploy:` keys are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployKeys {
+    /// One host: refused, as any key the deployer does not support.
+    Refuse,
+    /// pipeline.yaml has a swarm: read into [`Stack::deploy`].
+    Read,
+}
+
 /// Reads `path` and resolves it into a [`Stack`], interpolating variables
 /// from `env`.
 pub fn load(
     path: &Path,
     project: ProjectName<'_>,
     env: &dyn Fn(&str) -> Option<String>,
+    deploy_keys: DeployKeys,
 ) -> Result<Stack, ConfigError> {
+    if deploy_keys == DeployKeys::Refuse {
+        // The one-host model, without `deploy:`: its errors are the ones
+        // one host has always given (`deploy` an unknown field).
+        super::load_yaml::<ComposeFile<OneHostServiceDef>>(path)?;
+    }
     let file: ComposeFile = super::load_yaml(path)?;
     resolve(path, file, project, env)
 }
@@ -438,6 +526,13 @@ fn resolve(
         });
     }
     let services = dependency_order(services).map_err(|m| invalid("depends_on".into(), m))?;
+    let mut deploy = BTreeMap::new();
+    for (name, def) in &file.services {
+        if let Some(def) = &def.deploy {
+            let key = format!("services.{name}.deploy");
+            deploy.insert(name.clone(), resolve_deploy(def, &key, &text, &invalid)?);
+        }
+    }
     Ok(Stack {
         project,
         services,
@@ -445,7 +540,175 @@ fn resolve(
         volumes: file.volumes.keys().cloned().collect(),
         // pipeline.yaml says which service is the edge (Workspace sets it).
         edge: None,
+        deploy,
     })
+}
+
+type Text<'a> = &'a dyn Fn(&str, &str) -> Result<String, ConfigError>;
+type Invalid<'a> = &'a dyn Fn(String, String) -> ConfigError;
+
+fn resolve_deploy(
+    def: &DeployDef,
+    key: &str,
+    text: Text<'_>,
+    invalid: Invalid<'_>,
+) -> Result<Deploy, ConfigError> {
+    let number = |field: String, value: &Option<Scalar>| -> Result<Option<u64>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) => {
+                let v = text(&field, &v.text())?;
+                v.trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| invalid(field, format!("{v:?} is not a whole number")))
+            }
+        }
+    };
+    let duration =
+        |field: String, value: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+            match value {
+                None => Ok(None),
+                Some(v) => {
+                    let v = text(&field, v)?;
+                    humantime::parse_duration(v.trim()).map(Some).map_err(|e| {
+                        invalid(
+                            field,
+                            format!("{v:?} is not a duration like 5s or 1m30s: {e}"),
+                        )
+                    })
+                }
+            }
+        };
+    let fraction = |field: String, value: &Option<Scalar>| -> Result<Option<f64>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) => {
+                let v = text(&field, &v.text())?;
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(Some)
+                    .ok_or_else(|| invalid(field, format!("{v:?} is not a number of 0 or more")))
+            }
+        }
+    };
+    let update = |field: &str, def: &Option<UpdateConfigDef>, actions: &[&str]| {
+        let Some(def) = def else {
+            return Ok(None);
+        };
+        let key = |f: &str| format!("{key}.{field}.{f}");
+        let one_of = |f: &str, value: &Option<String>, allowed: &[&str]| match value {
+            None => Ok(None),
+            Some(v) => {
+                let v = text(&key(f), v)?;
+                if allowed.contains(&v.as_str()) {
+                    Ok(Some(v))
+                } else {
+                    Err(invalid(
+                        key(f),
+                        format!("{v:?} is not one of {}", allowed.join(", ")),
+                    ))
+                }
+            }
+        };
+        Ok::<_, ConfigError>(Some(UpdateConfig {
+            parallelism: number(key("parallelism"), &def.parallelism)?,
+            delay: duration(key("delay"), &def.delay)?,
+            failure_action: one_of("failure_action", &def.failure_action, actions)?,
+            monitor: duration(key("monitor"), &def.monitor)?,
+            max_failure_ratio: fraction(key("max_failure_ratio"), &def.max_failure_ratio)?,
+            order: one_of("order", &def.order, &["start-first", "stop-first"])?,
+        }))
+    };
+    let mut placement = Placement::default();
+    if let Some(def) = &def.placement {
+        for c in &def.constraints {
+            let c = text(&format!("{key}.placement.constraints"), c)?;
+            if !(c.contains("==") || c.contains("!=")) {
+                return Err(invalid(
+                    format!("{key}.placement.constraints"),
+                    format!(
+                        "{c:?} is not ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE (node.role==worker)"
+                    ),
+                ));
+            }
+            placement.constraints.push(c);
+        }
+        for p in &def.preferences {
+            placement
+                .spread
+                .push(text(&format!("{key}.placement.preferences"), &p.spread)?);
+        }
+        placement.max_replicas_per_node = number(
+            format!("{key}.placement.max_replicas_per_node"),
+            &def.max_replicas_per_node,
+        )?;
+    }
+    let set = |field: &str, def: &Option<ResourceSetDef>| {
+        let Some(def) = def else {
+            return Ok(None);
+        };
+        let key = |f: &str| format!("{key}.resources.{field}.{f}");
+        let memory = match &def.memory {
+            None => None,
+            Some(v) => {
+                let v = text(&key("memory"), &v.text())?;
+                Some(parse_bytes(&v).ok_or_else(|| {
+                    invalid(
+                        key("memory"),
+                        format!("{v:?} is not a size like 256M, 1G or 512k"),
+                    )
+                })?)
+            }
+        };
+        Ok::<_, ConfigError>(Some(ResourceSet {
+            cpus: fraction(key("cpus"), &def.cpus)?,
+            memory_bytes: memory,
+            pids: number(key("pids"), &def.pids)?,
+        }))
+    };
+    let resources = match &def.resources {
+        None => Resources::default(),
+        Some(def) => Resources {
+            limits: set("limits", &def.limits)?,
+            reservations: set("reservations", &def.reservations)?,
+        },
+    };
+    Ok(Deploy {
+        replicas: number(format!("{key}.replicas"), &def.replicas)?,
+        update_config: update(
+            "update_config",
+            &def.update_config,
+            &["continue", "pause", "rollback"],
+        )?,
+        rollback_config: update(
+            "rollback_config",
+            &def.rollback_config,
+            &["continue", "pause"],
+        )?,
+        placement,
+        resources,
+    })
+}
+
+/// Compose's byte values: `1024`, `512k`, `256M`, `1g` (also `kb`, `mb`, `gb`).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 fn resolve_healthcheck(
@@ -603,6 +866,10 @@ mod tests {
     use super::*;
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Stack, ConfigError> {
+        load_keys(yaml, env, DeployKeys::Refuse)
+    }
+
+    fn load_keys(yaml: &str, env: &[(&str, &str)], keys: DeployKeys) -> Result<Stack, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker-compose.yml");
         std::fs::write(&path, yaml).unwrap();
@@ -611,7 +878,103 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        load(&path, ProjectName { flag: None }, &lookup)
+        load(&path, ProjectName { flag: None }, &lookup, keys)
+    }
+
+    const SWARM: &str = r#"
+services:
+  web:
+    image: web
+    deploy:
+      replicas: ${WEB_REPLICAS:-3}
+      update_config: {parallelism: 1, order: start-first, monitor: 2s, failure_action: rollback}
+      rollback_config: {order: stop-first, failure_action: pause}
+      placement:
+        constraints: ["node.role==worker"]
+        preferences: [{spread: node.labels.zone}]
+        max_replicas_per_node: 1
+      resources:
+        limits: {cpus: "0.5", memory: 256M, pids: 100}
+        reservations: {memory: 64m}
+"#;
+
+    #[test]
+    fn deploy_keys_are_read_for_a_swarm_and_refused_for_one_host_as_before() {
+        let stack = load_keys(SWARM, &[], DeployKeys::Read).unwrap();
+        let web = &stack.deploy["web"];
+        assert_eq!(web.replicas, Some(3));
+        let update = web.update_config.as_ref().unwrap();
+        assert_eq!(update.order.as_deref(), Some("start-first"));
+        assert_eq!(update.monitor, Some(Duration::from_secs(2)));
+        assert_eq!(update.failure_action.as_deref(), Some("rollback"));
+        assert_eq!(web.placement.constraints, ["node.role==worker"]);
+        assert_eq!(web.placement.spread, ["node.labels.zone"]);
+        assert_eq!(web.placement.max_replicas_per_node, Some(1));
+        let limits = web.resources.limits.as_ref().unwrap();
+        assert_eq!(
+            (limits.cpus, limits.memory_bytes, limits.pids),
+            (Some(0.5), Some(256 << 20), Some(100))
+        );
+        assert_eq!(
+            web.resources.reservations.as_ref().unwrap().memory_bytes,
+            Some(64 << 20)
+        );
+        let stack = load_keys(SWARM, &[("WEB_REPLICAS", "5")], DeployKeys::Read).unwrap();
+        assert_eq!(stack.deploy["web"].replicas, Some(5));
+
+        let error = load_keys(SWARM, &[], DeployKeys::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("docker-compose.yml:5:5: services.web: unknown field `deploy`"),
+            "{error}"
+        );
+        // Without `deploy:` there is nothing to read.
+        assert!(
+            load_keys(STACK, &[], DeployKeys::Read)
+                .unwrap()
+                .deploy
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_deploy_values_name_the_key() {
+        for (change, key) in [
+            (
+                "order: start-first",
+                "order: sideways",
+                "services.web.deploy.update_config.order",
+            ),
+            (
+                "failure_action: pause",
+                "failure_action: rollback",
+                "services.web.deploy.rollback_config.failure_action",
+            ),
+            (
+                "memory: 256M",
+                "memory: lots",
+                "services.web.deploy.resources.limits.memory",
+            ),
+            (
+                "node.role==worker",
+                "node.role",
+                "services.web.deploy.placement.constraints",
+            ),
+            (
+                "monitor: 2s",
+                "monitor: soon",
+                "services.web.deploy.update_config.monitor",
+            ),
+        ]
+        .map(|(from, to, key)| ((from, to), key))
+        {
+            let yaml = SWARM.replace(change.0, change.1);
+            let error = load_keys(&yaml, &[], DeployKeys::Read)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+        }
     }
 
     /// The edge's listeners in the project's own docker-compose.yml,

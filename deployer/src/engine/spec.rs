@@ -279,6 +279,7 @@ mod tests {
             networks: vec!["default".into()],
             volumes: vec!["data".into()],
             edge: None,
+            deploy: Default::default(),
         }
     }
 

@@ -57,6 +57,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates and seeds the stack's seeded volumes on this daemon that it
+    /// lacks (on a swarm: the data host's, where the service keeping the
+    /// data runs), as `apply` does.
+    pub(crate) async fn ensure_seeded_volumes(
+        &self,
+        stack: &Stack,
+        seeds: &[Seed],
+    ) -> anyhow::Result<()> {
+        for key in &stack.volumes {
+            if seeds.iter().any(|s| &s.volume == key) {
+                self.ensure_volume(stack, key, seeds).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn seed_volume(&self, stack: &Stack, seed: &Seed) -> anyhow::Result<()> {
         let (image, target) = volume_user(stack, &seed.volume)?;
         let volume = stack.volume_name(&seed.volume);

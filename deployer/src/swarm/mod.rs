@@ -5,13 +5,21 @@
 //! tokens travel inside API requests, never on a command line or in a log.
 //!
 //! `setup` makes the swarm and says what it changed (`check` only says what
-//! is missing); `plan` holds its decisions, pure. Deploying to a swarm, its
-//! status and logs are not written yet.
+//! is missing); `plan` holds its decisions, pure. `deploy` runs the stack
+//! on it: `spec` makes the services' specs (pure), `apply` creates or
+//! updates them and watches them converge. `status` reads it back.
 
+mod apply;
+mod deploy;
 mod plan;
 mod setup;
+mod spec;
+mod status;
 
+pub(crate) use deploy::deploy;
 pub(crate) use setup::{check, setup};
+pub(crate) use status::{Quorum, SwarmNode, SwarmService};
+pub(crate) use status::{read_status, table as status_table};
 
 use anyhow::bail;
 use bollard::Docker;

@@ -713,7 +713,7 @@ fn rows(nodes: &[Node], members: &[Member], listed: &[NodeView], data: usize) ->
 }
 
 /// `--check`: what a deploy would lack, read without changing anything.
-async fn inspect(
+pub(super) async fn inspect(
     workspace: &Workspace,
     swarm: &SwarmSettings,
     nodes: &[Node],

@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bollard::query_parameters::LeaveSwarmOptions;
 
+use crate::support::load::{Load, Target};
 use crate::support::swarm_lab::SwarmLab;
-use crate::support::{self, text};
+use crate::support::{self, TestImage, build_images, text};
 
 /// A pipeline.yaml like the repository's whose deploy target is the lab's
 /// swarm: every node with its own Docker socket, node 1 the manager, node
@@ -267,6 +268,275 @@ fn setup_makes_a_swarm_of_fresh_hosts_leaves_a_ready_one_alone_and_rejoins_a_hos
     eprintln!(
         "swarm setup: lab start {:.1?}, 3 fresh hosts {first:.1?}, ready swarm {second:.1?}, \
          rejoin {rejoin:.1?}",
+        lab.start_time
+    );
+    let left = lab.shutdown();
+    assert!(left.is_empty(), "the swarm lab left behind: {left:#?}");
+}
+
+/// The repository's compose file with a `deploy:` for the frontend (three
+/// replicas, start-first, watched 2 s), and a pipeline.yaml whose deploy
+/// target is the lab's swarm and whose paths point back at the
+/// repository.
+fn swarm_files(lab: &SwarmLab, dir: &Path) -> PathBuf {
+    let root = support::root();
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&compose).unwrap();
+    compose["services"]["frontend"]["deploy"] = serde_yaml::from_str(
+        "replicas: 3\nupdate_config: {parallelism: 1, order: start-first, monitor: 2s, \
+         failure_action: rollback}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        serde_yaml::to_string(&compose).unwrap(),
+    )
+    .unwrap();
+    let path = swarm_pipeline(lab, dir);
+    let mut pipeline: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    pipeline["compose"] = dir
+        .join("docker-compose.yml")
+        .to_string_lossy()
+        .into_owned()
+        .into();
+    for seed in pipeline["seed"].as_sequence_mut().unwrap() {
+        let file = root.join(seed["file"].as_str().unwrap());
+        seed["file"] = file.to_string_lossy().into_owned().into();
+    }
+    std::fs::write(&path, serde_yaml::to_string(&pipeline).unwrap()).unwrap();
+    path
+}
+
+/// The signing key every frontend replica shares (a session made by one
+/// is good at all of them): base64 of 48 bytes.
+const SESSION_KEY: &str = "c3dhcm0tbGFiLXNlc3Npb24ta2V5LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm";
+
+/// `deployer ARGS` against the lab's swarm, as a CI job would run it.
+fn deployer_on(
+    lab: &SwarmLab,
+    pipeline: &Path,
+    project: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    support::deployer()
+        .arg("--file")
+        .arg(pipeline)
+        .args(["-p", project])
+        .args(args)
+        .env("EC2_PRIVATE_KEY", &lab.private_key)
+        .env("EC2_KNOWN_HOSTS", &lab.known_hosts)
+        .env("API_USERNAME", "root")
+        .env("API_PASSWORD", "root")
+        .env("UI_SESSION_KEY", SESSION_KEY)
+        .env_remove("AWS_EC2_INSTANCE")
+        .env_remove("EC2_DOCKER_SOCKET")
+        .env_remove("EC2_HOST_KEY")
+        .env_remove("EC2_ACCEPT_NEW_HOST_KEY")
+        .env_remove("SWARM_HOSTS")
+        .env_remove("DOCKER_REGISTRY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run deployer")
+}
+
+fn json_status(lab: &SwarmLab, pipeline: &Path, project: &str) -> serde_json::Value {
+    let out = deployer_on(lab, pipeline, project, &["status", "--json"], &[]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", text(&out)))
+}
+
+#[test]
+fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and_rolls_a_broken_image_back()
+ {
+    build_images();
+    let broken = TestImage::build(
+        "swarm-broken-ui",
+        // It serves on another port than its healthcheck probes.
+        "FROM student-ages-frontend:latest\n\
+         ENTRYPOINT [\"/frontend\", \"--listen-addr\", \"0.0.0.0:8081\"]\n",
+        &[],
+    );
+    let lab = SwarmLab::start();
+    let project = format!("swdeploy-{}", std::process::id());
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = swarm_files(&lab, work.path());
+    let deploy = |env: &[(&str, &str)]| {
+        let started = Instant::now();
+        let out = deployer_on(
+            &lab,
+            &pipeline,
+            &project,
+            &["deploy", "--tag", "latest"],
+            env,
+        );
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        (out, started.elapsed())
+    };
+
+    let out = deployer_on(&lab, &pipeline, &project, &["setup"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The first deploy: images copied into every node, the data seeded on
+    // the data host, the services created and converged, the checks
+    // passed through the data host's edge.
+    let (out, first) = deploy(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("deployed latest to the swarm of 3 hosts (3 of 3 services changed)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("PASS  frontend renders the student list"),
+        "{said}"
+    );
+
+    // The UI on every node's port 80, the API through the data host's edge
+    // (and any other's: every edge finds the API by DNS).
+    for node in &lab.nodes {
+        let (status, body) = support::get(&format!("http://{}/login", node.addr), false);
+        assert_eq!(status, 200, "the UI on {}: {body}", node.name);
+        let (status, body) = support::get(
+            &format!("http://{}:5000/supmit/api/v1.0/get_student_ages", node.addr),
+            true,
+        );
+        assert_eq!(status, 200, "the API through {}'s edge: {body}", node.name);
+    }
+    let data = &lab.nodes[1];
+    let (status, body) = support::get(
+        &format!(
+            "http://{}:5000/supmit/api/v1.0/get_student_ages/alice",
+            data.addr
+        ),
+        true,
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (200, "12"),
+        "the seed's data on the data host"
+    );
+
+    // Its status: replicas, nodes with their tasks, the quorum.
+    let status = json_status(&lab, &pipeline, &project);
+    assert_eq!(status["healthy"], true, "{status:#}");
+    let service = |name: &str| {
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            service("frontend")["running"].as_u64(),
+            service("frontend")["desired"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+    assert_eq!(service("edge")["mode"], "global");
+    assert_eq!(service("edge")["running"], 3);
+    assert_eq!(service("api")["running"], 1);
+    assert_eq!(status["swarm"]["quorum"]["ok"], true);
+    let nodes = status["swarm"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let data_node = nodes.iter().find(|n| n["data"] == true).unwrap();
+    assert!(
+        data_node["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["service"] == "api" && t["health"] == "healthy"),
+        "{data_node:#}"
+    );
+    assert!(status["students"].as_u64().is_some(), "{status:#}");
+    let out = deployer_on(&lab, &pipeline, &project, &["status"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{table}");
+    assert!(
+        table.contains("managers: 1 of 1 reachable, 1 needed for a quorum: ok")
+            && table.contains("frontend  replicated  3/3      running  healthy"),
+        "{table}"
+    );
+
+    // A rolling update of the UI (its log level changes, nothing else)
+    // under load through every node's edge: no request fails.
+    let loads: Vec<Load> = lab
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            Load::start(
+                Target {
+                    api: format!("http://{}:5000", node.addr),
+                    ui: format!("http://{}", node.addr),
+                    https: None,
+                },
+                &format!("sw{i}"),
+                1,
+                1,
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (out, update) = deploy(&[("FRONTEND_LOG", "debug")]);
+    std::thread::sleep(Duration::from_secs(1));
+    let reports: Vec<_> = loads.into_iter().map(Load::stop).collect();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("(1 of 3 services changed)"), "{said}");
+    let api = format!("http://{}:5000", data.addr);
+    for report in &reports {
+        report.assert_nothing_failed_or_lost(&api);
+    }
+    let requests: usize = reports.iter().map(|r| r.requests).sum();
+
+    // A broken UI image: its tasks never turn healthy; the swarm rolls the
+    // update back, and the deploy says so with the task's node and log.
+    let broken_repo = broken.repository.clone();
+    let (out, failed) = deploy(&[
+        ("FRONTEND_LOG", "debug"),
+        ("DOCKER_IMAGE_FRONTEND", &broken_repo),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        stderr.contains("the update of frontend failed and the swarm rolled it back"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("on node dl"), "the task's node: {stderr}");
+    assert!(stderr.contains("0.0.0.0:8081"), "the task's log: {stderr}");
+    assert!(
+        stderr.contains("turned unhealthy"),
+        "why it failed: {stderr}"
+    );
+    let status = json_status(&lab, &pipeline, &project);
+    let frontend = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "frontend")
+        .cloned()
+        .unwrap();
+    assert_eq!(frontend["running"], 3, "{status:#}");
+    assert!(
+        !frontend["image"].as_str().unwrap().contains(&broken_repo),
+        "{status:#}"
+    );
+    for node in &lab.nodes {
+        let (status, _) = support::get(&format!("http://{}/login", node.addr), false);
+        assert_eq!(status, 200, "the UI on {} after the rollback", node.name);
+    }
+
+    eprintln!(
+        "swarm deploy: lab start {:.1?}, first deploy {first:.1?}, rolling UI update \
+         {update:.1?} under {requests} requests (0 failed), broken image rolled back in \
+         {failed:.1?}",
         lab.start_time
     );
     let left = lab.shutdown();

@@ -11,6 +11,7 @@
 pub mod acme;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod handover;
 pub mod log;
 pub mod proxy;
@@ -190,6 +191,13 @@ impl Edge {
             }
         }
 
+        // On a swarm, DNS says where the services run (`discovery`).
+        let discovery = discovery::Discovery::from_env(&config.services())
+            .context("the configuration is not usable")?;
+        if let Some(discovery) = &discovery {
+            discovery.round(&upstreams).await;
+        }
+
         let challenges = Arc::new(Challenges::default());
         let certs = Arc::new(CertStore::default());
         let plain_tcp = config
@@ -299,6 +307,10 @@ impl Edge {
             control,
             stop_rx.clone(),
         )));
+        if let Some(discovery) = discovery {
+            let upstreams = inner.upstreams.clone();
+            tasks.push(tokio::spawn(discovery.run(upstreams, stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(handover_loop(
             inner.clone(),
             handover_listener,

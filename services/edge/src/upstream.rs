@@ -172,10 +172,10 @@ impl Drop for InFlight {
 /// One routed service and its current targets.
 pub struct Service {
     pub name: String,
-    pool: ArcSwap<Vec<Arc<Target>>>,
+    pub(crate) pool: ArcSwap<Vec<Arc<Target>>>,
     next: AtomicUsize,
     /// One deploy or remove at a time per service.
-    switching: tokio::sync::Mutex<()>,
+    pub(crate) switching: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -343,7 +343,11 @@ impl Upstreams {
         }
     }
 
-    fn spawn_target(self: &Arc<Self>, address: String, health_path: String) -> Arc<Target> {
+    pub(crate) fn spawn_target(
+        self: &Arc<Self>,
+        address: String,
+        health_path: String,
+    ) -> Arc<Target> {
         let target = Target::new(address, health_path);
         let upstreams = self.clone();
         let t = target.clone();
@@ -563,7 +567,7 @@ impl Upstreams {
 
 /// Retires `targets` and waits until their in-flight requests finished,
 /// at most `timeout`. Returns (all drained, requests still in flight).
-async fn drain(targets: &[Arc<Target>], timeout: Duration) -> (bool, usize) {
+pub(crate) async fn drain(targets: &[Arc<Target>], timeout: Duration) -> (bool, usize) {
     for t in targets {
         t.retired.store(true, Ordering::Relaxed);
     }
