@@ -257,7 +257,7 @@ impl Cluster<'_> {
                     } else {
                         format!(" ({said})")
                     },
-                    self.failed_task_report(&view).await
+                    self.failed_task_report(&view, planned).await
                 );
             }
 
@@ -301,7 +301,7 @@ impl Cluster<'_> {
                     "{} does not start: {} of its tasks failed.{}",
                     planned.service,
                     view.failed_new.len(),
-                    self.failed_task_report(&view).await
+                    self.failed_task_report(&view, planned).await
                 );
             }
             if started.elapsed() > CONVERGE_TIMEOUT {
@@ -310,7 +310,7 @@ impl Cluster<'_> {
                     planned.service,
                     CONVERGE_TIMEOUT.as_secs(),
                     view.line(desired, state, |id| self.hostname(id)),
-                    self.failed_task_report(&view).await
+                    self.failed_task_report(&view, planned).await
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -424,10 +424,94 @@ impl Cluster<'_> {
     }
 
     /// The failed task of the new spec seen last: its node, error and log.
-    async fn failed_task_report(&self, view: &View<'_>) -> String {
-        let Some(task) = view.failed_new.last().or(view.ended_new.last()) else {
+    ///
+    /// The newest failed task whose container is still on its node is the
+    /// one told; a rollback may already have shut down (and the daemon
+    /// removed) the container of the one seen last, so the others are tried,
+    /// and then any stopped container of the new spec on any node.
+    async fn failed_task_report(&self, view: &View<'_>, planned: &Planned) -> String {
+        let candidates: Vec<&Task> = view
+            .failed_new
+            .iter()
+            .rev()
+            .chain(view.ended_new.iter().rev())
+            .copied()
+            .collect();
+        let Some(&first) = candidates.first() else {
             return String::new();
         };
+        for &task in &candidates {
+            if let Some(found) = self.container_of(task).await {
+                return self.describe(task, Some(found)).await;
+            }
+        }
+        let found = self
+            .stopped_container_of(&planned.name, &planned.hash)
+            .await;
+        self.describe(first, found).await
+    }
+
+    /// The node (index) and container of a task, if the container is still
+    /// there to read.
+    async fn container_of(&self, task: &Task) -> Option<(usize, String)> {
+        let node_id = task.node_id.as_deref()?;
+        let i = self.node_ids.iter().position(|n| n == node_id)?;
+        let container = task
+            .status
+            .as_ref()?
+            .container_status
+            .as_ref()?
+            .container_id
+            .clone()
+            .filter(|c| !c.is_empty())?;
+        self.nodes[i]
+            .docker
+            .inspect_container(&container, None)
+            .await
+            .ok()
+            .map(|_| (i, container))
+    }
+
+    /// A stopped container of the service's new spec on any node, the one
+    /// that stopped last.
+    async fn stopped_container_of(&self, service: &str, hash: &str) -> Option<(usize, String)> {
+        let mut best: Option<(i64, usize, String)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Ok(listed) = node
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters: Some(HashMap::from([
+                        (
+                            "label".to_owned(),
+                            vec![
+                                format!("com.docker.swarm.service.name={service}"),
+                                format!("{HASH_LABEL}={hash}"),
+                            ],
+                        ),
+                        ("status".to_owned(), vec!["exited".to_owned()]),
+                    ])),
+                    ..Default::default()
+                }))
+                .await
+            else {
+                continue;
+            };
+            for c in listed {
+                let (Some(id), created) = (c.id, c.created.unwrap_or(0)) else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|(t, _, _)| created > *t) {
+                    best = Some((created, i, id));
+                }
+            }
+        }
+        best.map(|(_, i, id)| (i, id))
+    }
+
+    /// What a failed task says: its node, state and error, and, when its
+    /// container is there, its health and last log lines.
+    async fn describe(&self, task: &Task, container: Option<(usize, String)>) -> String {
         let node_id = task.node_id.clone().unwrap_or_default();
         let status = task.status.clone().unwrap_or_default();
         let state = status.state.map(|s| s.to_string()).unwrap_or_default();
@@ -448,40 +532,50 @@ impl Cluster<'_> {
                 format!(": {err}")
             }
         );
-        let container = status.container_status.and_then(|c| c.container_id);
-        let node = self.node_ids.iter().position(|n| *n == node_id);
-        match (container, node) {
-            (Some(container), Some(i)) if !container.is_empty() => {
-                // Its health as the daemon last saw it (a stopped
-                // container keeps it): why the swarm gave up on it.
-                let health = self.nodes[i]
-                    .docker
-                    .inspect_container(&container, None)
-                    .await
-                    .ok()
-                    .and_then(|c| c.state)
-                    .and_then(|s| s.health);
-                if let Some(health) = health
-                    && health.status == Some(bollard::models::HealthStatusEnum::UNHEALTHY)
-                {
-                    let said = health
-                        .log
-                        .and_then(|l| l.last().cloned())
-                        .and_then(|r| r.output)
-                        .map(|o| o.trim().to_owned())
-                        .unwrap_or_default();
-                    report.push_str(&format!(
-                        "\nIts container turned unhealthy; the last healthcheck said: {said}"
-                    ));
-                }
-                let logs = crate::docker::last_logs(&self.nodes[i].docker, &container, 20).await;
-                if logs.trim().is_empty() {
-                    report.push_str("\nIt printed nothing.");
-                } else {
-                    report.push_str(&format!("\nIts last log lines:\n{logs}"));
-                }
-            }
-            _ => report.push_str("\nIts container is not there to read its log."),
+        let Some((i, container)) = container else {
+            report.push_str("\nIts container is not there to read its log.");
+            return report;
+        };
+        if self.node_ids.get(i).map(String::as_str) != Some(node_id.as_str())
+            || status
+                .container_status
+                .and_then(|c| c.container_id)
+                .as_deref()
+                != Some(container.as_str())
+        {
+            let short: String = container.chars().take(12).collect();
+            report.push_str(&format!(
+                "\nIts container is gone; a stopped container of the same spec, {short} on node {}, says:",
+                self.hostname(self.node_ids.get(i).map_or("", String::as_str))
+            ));
+        }
+        // Its health as the daemon last saw it (a stopped container keeps
+        // it): why the swarm gave up on it.
+        let health = self.nodes[i]
+            .docker
+            .inspect_container(&container, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.health);
+        if let Some(health) = health
+            && health.status == Some(bollard::models::HealthStatusEnum::UNHEALTHY)
+        {
+            let said = health
+                .log
+                .and_then(|l| l.last().cloned())
+                .and_then(|r| r.output)
+                .map(|o| o.trim().to_owned())
+                .unwrap_or_default();
+            report.push_str(&format!(
+                "\nIts container turned unhealthy; the last healthcheck said: {said}"
+            ));
+        }
+        let logs = crate::docker::last_logs(&self.nodes[i].docker, &container, 20).await;
+        if logs.trim().is_empty() {
+            report.push_str("\nIt printed nothing.");
+        } else {
+            report.push_str(&format!("\nIts last log lines:\n{logs}"));
         }
         report
     }
