@@ -5,43 +5,29 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::http::{StatusCode, header};
+use poem::http::{StatusCode, Uri, header};
 use poem::{Request, Response};
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::{Basic, BasicAuthorization};
 use student_ages_process::{ApiCredentials, ExposeSecret, Throttle, TrustedProxies};
 use subtle::ConstantTimeEq;
 
-/// HTTP basic auth with the configured username and password.
+/// HTTP basic auth with the configured username and password. (A failed
+/// attempt is counted and logged in the front door: [`LoginAttempt`].)
 #[derive(SecurityScheme)]
 #[oai(ty = "basic", checker = "check")]
 pub(crate) struct ApiAuth(());
 
 async fn check(req: &Request, basic: Basic) -> Option<()> {
     let credentials = req.data::<Arc<ApiCredentials>>()?;
-    checked(req, credentials, &basic).then_some(())
+    matches(credentials, &basic.username, &basic.password).then_some(())
 }
 
 /// The same check as [`ApiAuth`], for a route answered outside
 /// poem-openapi: whether the request carries the configured user.
 pub(crate) fn allows(req: &Request, credentials: &ApiCredentials) -> bool {
-    Basic::from_request(req).is_ok_and(|basic| checked(req, credentials, &basic))
-}
-
-/// [`matches`], logging a failed attempt at warn with the client's address
-/// and the path (never the password, nor the username, which is sometimes
-/// a password typed in the wrong field). A request without credentials is
-/// not an attempt: browsers send one first to get the challenge.
-fn checked(req: &Request, credentials: &ApiCredentials, basic: &Basic) -> bool {
-    let ok = matches(credentials, &basic.username, &basic.password);
-    if !ok {
-        tracing::warn!(
-            client = %req.remote_addr(),
-            path = req.uri().path(),
-            "failed basic-auth attempt"
-        );
-    }
-    ok
+    Basic::from_request(req)
+        .is_ok_and(|basic| matches(credentials, &basic.username, &basic.password))
 }
 
 /// Who failed to log in how often, and whose `X-Forwarded-For` to believe.
@@ -56,28 +42,39 @@ pub(crate) struct Guard {
 /// password counts, a right one clears the count. A request without
 /// credentials is not an attempt (browsers send one first to get the
 /// challenge).
+///
+/// A failed attempt is logged at warn with the client's address (behind a
+/// trusted proxy, the one its `X-Forwarded-For` names) and the path, never
+/// the password, nor the username, which is sometimes a password typed in
+/// the wrong field.
 pub(crate) struct LoginAttempt {
-    client: IpAddr,
-    attempted: bool,
+    /// `None` over a unix socket without a trusted `X-Forwarded-For`: not
+    /// throttled, logged as such.
+    client: Option<IpAddr>,
+    /// The path, kept (a reference count, no copy) only for the log line of
+    /// an attempt that carries credentials.
+    attempted: Option<Uri>,
 }
 
 impl LoginAttempt {
     /// Before the request is answered: `Err(wait)` when its client is
     /// held back for `wait` (answer [`too_many_failed_logins`]), `Ok(None)`
-    /// when the throttle does not apply (not a `/supmit` route, or no
-    /// client address), else the attempt to [`finish`](Self::finish) with
-    /// the answer.
+    /// when the throttle does not apply (not a `/supmit` route), else the
+    /// attempt to [`finish`](Self::finish) with the answer.
     pub(crate) fn admit(guard: &Guard, req: &Request) -> Result<Option<LoginAttempt>, Duration> {
         if !req.uri().path().starts_with("/supmit") {
             return Ok(None);
         }
-        let Some(client) = guard.proxies.client_of(req) else {
-            return Ok(None);
-        };
-        guard.throttle.check(client)?;
+        let client = guard.proxies.client_of(req);
+        if let Some(client) = client {
+            guard.throttle.check(client)?;
+        }
         Ok(Some(LoginAttempt {
             client,
-            attempted: req.headers().contains_key(header::AUTHORIZATION),
+            attempted: req
+                .headers()
+                .contains_key(header::AUTHORIZATION)
+                .then(|| req.uri().clone()),
         }))
     }
 
@@ -85,17 +82,29 @@ impl LoginAttempt {
     /// clears the client's failures. (An error is still an error here: the
     /// JSON body and the challenge are added further out.)
     pub(crate) fn finish(self, guard: &Guard, result: &poem::Result<Response>) {
-        if !self.attempted {
+        let Some(uri) = self.attempted else {
             return;
-        }
+        };
         let status = match result {
             Ok(response) => response.status(),
             Err(error) => error.status(),
         };
         if status == StatusCode::UNAUTHORIZED {
-            guard.throttle.fail(self.client);
-        } else if status.is_success() {
-            guard.throttle.succeed(self.client);
+            match self.client {
+                Some(client) => {
+                    tracing::warn!(%client, path = uri.path(), "failed basic-auth attempt");
+                    guard.throttle.fail(client);
+                }
+                None => tracing::warn!(
+                    client = "unix socket",
+                    path = uri.path(),
+                    "failed basic-auth attempt"
+                ),
+            }
+        } else if status.is_success()
+            && let Some(client) = self.client
+        {
+            guard.throttle.succeed(client);
         }
     }
 }
@@ -156,26 +165,44 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_is_logged_with_the_client_address_and_never_the_password() {
+        let guard = Guard {
+            throttle: Throttle::new(Default::default()),
+            proxies: TrustedProxies::default(),
+        };
         let credentials = ApiCredentials {
             username: "root".into(),
             password: "s3cret".into(),
         };
-        // (A test cannot set the client's address: the server does. The
-        // field is there, with what poem puts when there is none.)
+        // (A test cannot set the peer's address: the server does; without
+        // one the client is unknown, as over a unix socket.)
         let req = Request::builder()
             .uri_str("/supmit/api/v1.0/get_student_ages")
             // "root:guessed-pw"
             .header("authorization", "Basic cm9vdDpndWVzc2VkLXB3")
             .finish();
-        let log = logged(|| assert!(!allows(&req, &credentials)));
+        let log = logged(|| {
+            assert!(!allows(&req, &credentials));
+            let attempt = LoginAttempt::admit(&guard, &req).unwrap().unwrap();
+            attempt.finish(
+                &guard,
+                &Err(poem::Error::from_status(StatusCode::UNAUTHORIZED)),
+            );
+        });
         assert!(log.contains("WARN"), "{log}");
         assert!(log.contains("failed basic-auth attempt"), "{log}");
-        assert!(log.contains("client="), "{log}");
+        assert!(log.contains("client=\"unix socket\""), "{log}");
+        assert!(log.contains("/supmit/api/v1.0/get_student_ages"), "{log}");
         assert!(!log.contains("guessed-pw"), "{log}");
         let good = Request::builder()
+            .uri_str("/supmit/api/v1.0/get_student_ages")
             .header("authorization", "Basic cm9vdDpzM2NyZXQ=")
             .finish();
-        assert_eq!(logged(|| assert!(allows(&good, &credentials))), "");
+        let log = logged(|| {
+            assert!(allows(&good, &credentials));
+            let attempt = LoginAttempt::admit(&guard, &good).unwrap().unwrap();
+            attempt.finish(&guard, &Ok(Response::default()));
+        });
+        assert_eq!(log, "");
     }
 
     #[test]

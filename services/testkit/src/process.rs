@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// How long a binary may take to log that it listens.
@@ -12,6 +12,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A server process on a free loopback port, killed and reaped when dropped.
 pub struct ServerProcess {
     child: Child,
+    /// Every line it has logged on stdout so far.
+    lines: Arc<Mutex<Vec<String>>>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
 }
@@ -32,9 +34,12 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         // Keep draining the log after startup so the server never blocks
         // on a full pipe.
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&lines);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listen=").nth(1)
                     && let Some(tx) = tx.take()
                 {
@@ -45,6 +50,7 @@ impl ServerProcess {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(address) => ServerProcess {
                 child,
+                lines,
                 base: format!("http://{address}"),
             },
             Err(_) => {
@@ -65,6 +71,19 @@ impl ServerProcess {
     /// `host:port`, as `LISTEN_ADDR` takes it.
     pub fn address(&self) -> &str {
         self.base.trim_start_matches("http://")
+    }
+
+    /// What it has logged on stdout so far, waiting up to `timeout` for a
+    /// line containing `wanted` (its log is written in batches).
+    pub fn log_until(&self, wanted: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.lines.lock().unwrap().join("\n");
+            if log.contains(wanted) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

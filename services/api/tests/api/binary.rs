@@ -76,3 +76,29 @@ async fn password_file_and_the_original_data_variable_are_honoured() {
         (StatusCode::OK, "12".into())
     );
 }
+
+#[tokio::test]
+async fn a_failed_login_is_logged_with_the_client_a_trusted_proxy_names() {
+    let data = DataDir::with(SEED);
+    let api = crate::helpers::spawn_api(&data.file);
+    // Loopback is a trusted proxy by default, as the edge is in the stack.
+    let response = crate::helpers::client()
+        .get(api.url(LIST))
+        .header("X-Forwarded-For", "198.51.100.23")
+        .basic_auth(USER, Some("guessed-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let log = api.log_until(
+        "failed basic-auth attempt",
+        std::time::Duration::from_secs(5),
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("failed basic-auth attempt"))
+        .unwrap_or_else(|| panic!("no failed attempt logged:\n{log}"));
+    assert!(line.contains("client=198.51.100.23"), "{line}");
+    assert!(line.contains(LIST), "{line}");
+    assert!(!log.contains("guessed-pw"), "{log}");
+}
