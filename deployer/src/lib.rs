@@ -14,6 +14,7 @@ pub use host::{HostFlags, Unverifiable};
 pub use images::Platforms;
 pub use registry::{Dirty, Latest};
 
+mod backup;
 mod checks;
 mod config;
 mod docker;

@@ -187,6 +187,37 @@ enum Command {
         #[command(subcommand)]
         verb: LockVerb,
     },
+    /// Save the deploy host's live data file to this machine.
+    ///
+    /// On a swarm, the data host's. The file is checked as JSON and written
+    /// atomically as a new file named after the project, the file and the
+    /// time (UTC), e.g. backups/student-ages-student_age-20261129T041500Z.json;
+    /// an older backup is never replaced. Works while the API is down.
+    Backup {
+        #[command(flatten)]
+        host: HostArgs,
+        /// The directory the backup is written to (made if missing).
+        #[arg(long, value_name = "DIR", default_value = "backups")]
+        out: PathBuf,
+    },
+    /// Put a saved data file back on the deploy host, saving the live one
+    /// first.
+    ///
+    /// On a swarm, on its data host. The file is checked here, the live
+    /// file saved to --out, and the file handed to the API, which checks
+    /// every entry with its own rules and replaces the data in one durable
+    /// write, or changes nothing. Under the host's lock, recorded in its
+    /// audit log.
+    Restore {
+        /// The backup to put back (a JSON object of name to age, as
+        /// `deployer backup` saves it).
+        file: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// The directory the live file is saved to first.
+        #[arg(long, value_name = "DIR", default_value = "backups")]
+        out: PathBuf,
+    },
     /// Print the services' logs, each line prefixed by its service.
     Logs {
         /// Only this service's logs.
@@ -424,6 +455,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             };
             commands::lock::run(&workspace, &host.flags(), verb, &progress).await?;
+        }
+        Command::Backup { host, out } => {
+            let options = commands::backup::Options {
+                host: host.flags(),
+                out,
+            };
+            commands::backup::run(&workspace, &options, &progress).await?;
+        }
+        Command::Restore { file, host, out } => {
+            let options = commands::restore::Options {
+                host: host.flags(),
+                file,
+                out,
+            };
+            commands::restore::run(&workspace, &options, &progress).await?;
         }
         Command::Logs {
             service,

@@ -175,7 +175,7 @@ async fn overview(
         project: stack.project.clone(),
         healthy: services.iter().all(|s| s.ok),
         services,
-        last_deploy: audit.last().cloned(),
+        last_deploy: host::last_deploy(&audit),
         records,
         answers,
         edge,
@@ -225,7 +225,7 @@ async fn swarm_status(
         project: stack.project.clone(),
         healthy: status.services.iter().all(|s| s.ok) && status.quorum.ok,
         services: status.services.clone(),
-        last_deploy: audit.last().cloned(),
+        last_deploy: host::last_deploy(&audit),
         records,
         answers,
         swarm: SwarmPart {

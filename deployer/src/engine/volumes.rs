@@ -1,13 +1,18 @@
 //! The stack's named volumes: created when missing, seeded once when new,
-//! reseeded on request after keeping the live file as a backup. Files go in
+//! reseeded on request after keeping the live file as a backup, and their
+//! live file read out for `deployer backup`. Files go in
 //! and out through a created, never-started container (scratch images have
 //! no shell to copy with).
 
 use std::collections::HashMap;
 
-use anyhow::{Context, anyhow};
-use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
-use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
+use anyhow::{Context, anyhow, bail};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, ListContainersOptions, UploadToContainerOptions,
+};
 use futures_util::StreamExt;
 
 use super::Engine;
@@ -112,22 +117,10 @@ impl Engine {
             .helper_container(stack, &image, &volume, &target)
             .await?;
         let result = async {
-            // The live file arrives as a tar stream of one entry.
-            let mut archive = Vec::new();
-            let mut stream = self.docker.download_from_container(
-                &id,
-                Some(DownloadFromContainerOptions {
-                    path: format!("{target}/{file_name}"),
-                }),
-            );
-            while let Some(chunk) = stream.next().await {
-                archive.extend_from_slice(&chunk.map_err(|e| {
-                    anyhow!(
-                        "cannot read the live {file_name} in {volume}: {}",
-                        message(&e)
-                    )
-                })?);
-            }
+            let archive = self
+                .download(&id, &format!("{target}/{file_name}"))
+                .await
+                .with_context(|| format!("cannot read the live {file_name} in {volume}"))?;
             let backup = format!("{file_name}.backup-{}", crate::host::now().replace(':', ""));
             let mut entries = tar::Archive::new(archive.as_slice());
             let mut renamed = tar::Builder::new(Vec::new());
@@ -152,6 +145,68 @@ impl Engine {
             seed.file.display()
         ));
         Ok(Some(backup))
+    }
+
+    /// The live seeded file of `seed`'s volume (`deployer backup`), read
+    /// out of a container that mounts the volume: the running one that
+    /// serves it, or else a stopped one (Docker copies out of a stopped
+    /// container's volumes too), so a backup needs no image and works
+    /// while the service is down.
+    pub(crate) async fn read_seeded_file(
+        &self,
+        stack: &Stack,
+        seed: &Seed,
+    ) -> anyhow::Result<Vec<u8>> {
+        let volume = stack.volume_name(&seed.volume);
+        let file_name = seed_file_name(seed);
+        let (_, target) = volume_user(stack, &seed.volume)?;
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("volume".to_owned(), vec![volume.clone()])])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| anyhow!("cannot list the containers of {volume}: {}", message(&e)))?;
+        let Some(id) = containers
+            .iter()
+            .find(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+            .or(containers.first())
+            .and_then(|c| c.id.clone())
+        else {
+            bail!(
+                "no container mounts the volume {volume} here: is this the host that keeps the \
+                 data? (`deployer status` says where the stack runs)"
+            );
+        };
+        let archive = self
+            .download(&id, &format!("{target}/{file_name}"))
+            .await
+            .with_context(|| format!("cannot read {file_name} in the volume {volume}"))?;
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let mut entry = entries
+            .entries()?
+            .next()
+            .ok_or_else(|| anyhow!("{file_name} in the volume {volume} came back empty"))??;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        Ok(data)
+    }
+
+    /// `path` in container `id`, as the tar stream Docker sends.
+    async fn download(&self, id: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+        let mut archive = Vec::new();
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        while let Some(chunk) = stream.next().await {
+            archive.extend_from_slice(&chunk.map_err(|e| anyhow!("{}", message(&e)))?);
+        }
+        Ok(archive)
     }
 
     async fn upload(&self, id: &str, target: &str, tar: Vec<u8>) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! The audit log on a deploy host (`~/student-ages/audit.log`): one JSON
-//! line per deploy or rollback attempt, and what it says about which
+//! line per deploy, rollback or restore attempt, and what it says about which
 //! version runs and where a rollback goes.
 
 use std::time::SystemTime;
@@ -24,6 +24,9 @@ pub(crate) struct AuditEntry {
 pub(crate) enum AuditAction {
     Deploy,
     Rollback,
+    /// A data file put back (`deployer restore`); its version field names
+    /// the file. It changes no version.
+    Restore,
 }
 
 impl std::fmt::Display for AuditAction {
@@ -31,6 +34,7 @@ impl std::fmt::Display for AuditAction {
         f.write_str(match self {
             AuditAction::Deploy => "deploy",
             AuditAction::Rollback => "rollback",
+            AuditAction::Restore => "restore",
         })
     }
 }
@@ -128,7 +132,10 @@ pub(crate) fn parse_audit(text: &str) -> Vec<AuditEntry> {
 /// one running; the one below it is where a rollback goes.
 pub(crate) fn version_stack(entries: &[AuditEntry]) -> Vec<String> {
     let mut stack: Vec<String> = Vec::new();
-    for entry in entries.iter().filter(|e| e.result == AuditResult::Ok) {
+    for entry in entries
+        .iter()
+        .filter(|e| e.result == AuditResult::Ok && e.action != AuditAction::Restore)
+    {
         if entry.action == AuditAction::Rollback
             && let Some(at) = stack.iter().rposition(|v| *v == entry.version)
         {
@@ -140,6 +147,15 @@ pub(crate) fn version_stack(entries: &[AuditEntry]) -> Vec<String> {
         }
     }
     stack
+}
+
+/// The last deploy or rollback attempt (a restore deploys nothing).
+pub(crate) fn last_deploy(entries: &[AuditEntry]) -> Option<AuditEntry> {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e.action != AuditAction::Restore)
+        .cloned()
 }
 
 /// The version running now, by the audit log.

@@ -9,8 +9,8 @@ mod session;
 mod steps;
 
 pub(crate) use audit::{
-    AuditAction, AuditEntry, AuditResult, keep_versions, now, parse_audit, rollback_target,
-    running_version,
+    AuditAction, AuditEntry, AuditResult, keep_versions, last_deploy, now, parse_audit,
+    rollback_target, running_version,
 };
 pub use lock::Unverifiable;
 pub(crate) use session::{LockedHost, with_locked_host};

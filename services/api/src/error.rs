@@ -38,6 +38,10 @@ pub(crate) enum ApiError {
     /// No such student.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body is well-formed but its content is refused; nothing was
+    /// written.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
     /// The change was written but its durability is unconfirmed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -56,6 +60,11 @@ impl ApiError {
     /// A request the client can fix; the message says how.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(body(message))
+    }
+
+    /// Content the rules refuse; the message names what and where.
+    pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
+        ApiError::Unprocessable(body(message))
     }
 
     pub(crate) fn not_found() -> Self {

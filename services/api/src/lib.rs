@@ -30,9 +30,9 @@ pub use store::{Store, StoreError};
 
 /// The largest request body accepted, in bytes: a `{"age": N}` is tiny.
 const MAX_BODY_BYTES: usize = 4 * 1024;
-/// The largest CSV accepted by an import, in bytes: 8 MiB is some 500,000
-/// students.
-const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
+/// The largest CSV accepted by an import, or data file by a restore, in
+/// bytes: 8 MiB is some 500,000 students as CSV, 300,000 as JSON.
+const MAX_BULK_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -237,22 +237,34 @@ async fn drain(body: impl tokio::io::AsyncRead + Unpin) {
 }
 
 /// Refuses bodies over [`MAX_BODY_BYTES`] with a 400 that says so (a CSV
-/// import over [`MAX_CSV_BYTES`] with a 413), whether or not the client
+/// import or a data file over [`MAX_BULK_BYTES`] with a 413), whether or
+/// not the client
 /// sent a `Content-Length`; a body that cannot be read (malformed chunked
 /// encoding, a client gone) is a 400 that says that.
 async fn limit_body(req: &mut Request) -> poem::Result<()> {
     use poem::http::StatusCode;
-    let csv = req.uri().path() == routes::CSV_PATH;
-    let limit = if csv { MAX_CSV_BYTES } else { MAX_BODY_BYTES };
+    let path = req.uri().path();
+    let csv = path == routes::CSV_PATH;
+    let data_file = path == routes::DATA_FILE_PATH;
+    let limit = if csv || data_file {
+        MAX_BULK_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     // Made only when needed: this runs on every request.
     let too_large = || {
+        let mib = MAX_BULK_BYTES / (1024 * 1024);
         if csv {
             poem::Error::from_string(
                 format!(
-                    "the CSV is larger than {} MiB; split it into smaller files and import \
-                     each",
-                    MAX_CSV_BYTES / (1024 * 1024)
+                    "the CSV is larger than {mib} MiB; split it into smaller files and import \
+                     each"
                 ),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            )
+        } else if data_file {
+            poem::Error::from_string(
+                format!("the data file is larger than {mib} MiB"),
                 StatusCode::PAYLOAD_TOO_LARGE,
             )
         } else {

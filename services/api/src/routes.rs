@@ -26,7 +26,8 @@ use student_ages_process::ApiCredentials;
 use crate::auth::{self, ApiAuth};
 use crate::error::ApiError;
 use crate::store::{
-    Change, Health as StoreHealth, ImportSummary, Outcome, Reason, Store, plan_import,
+    Change, Health as StoreHealth, ImportSummary, Outcome, Reason, Store, parse_students,
+    plan_import,
 };
 use crate::students_csv::{self, Refusal};
 
@@ -35,6 +36,8 @@ pub(crate) const LIST_PATH: &str = "/supmit/api/v1.0/get_student_ages";
 
 /// The whole class as CSV: `GET` exports it, `POST` imports one.
 pub(crate) const CSV_PATH: &str = "/supmit/api/v1.0/student_ages.csv";
+/// Where a whole data file replaces every student (its route's path).
+pub(crate) const DATA_FILE_PATH: &str = "/supmit/api/v1.0/student_ages.json";
 
 /// The one-student paths with the name left out, which get a 400 saying
 /// the name is empty rather than a 404.
@@ -201,6 +204,43 @@ impl IntoResponse for Csv {
             )
             .body(self.0)
     }
+}
+
+/// A whole data file: a JSON object of student name to age, as
+/// `student_age.json` holds it (and `deployer backup` saves it).
+pub(crate) struct DataFile(Vec<u8>);
+
+impl Payload for DataFile {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        BTreeMap::<String, u32>::schema_ref()
+    }
+}
+
+impl ParsePayload for DataFile {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        use poem::FromRequest;
+        Ok(DataFile(Vec::<u8>::from_request(request, body).await?))
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(DataFile,);
+
+/// What a replacement of every student did.
+#[derive(Debug, Object)]
+struct Replaced {
+    /// How many students there were.
+    before: usize,
+    /// How many there are now.
+    after: usize,
 }
 
 #[derive(ApiResponse)]
@@ -491,6 +531,36 @@ impl Api {
     async fn export_csv(&self, _auth: ApiAuth, store: Data<&Store>) -> Result<Export, ApiError> {
         let snapshot = store.snapshot().await.map_err(|e| ApiError::store(&e))?;
         Ok(Export::Ok(Csv(snapshot.csv().to_vec())))
+    }
+
+    /// Replace every student (a restore)
+    ///
+    /// The body is a whole data file: a JSON object of name to age, as
+    /// `student_age.json` holds it. It is read as the API reads its own
+    /// file: each name once, every name and age one a single write
+    /// accepts. If anything is refused, nothing is written and the answer
+    /// (422) names the first problem with its line and column. Otherwise
+    /// the students become exactly those of the body, in one durable
+    /// write; students not in it are removed.
+    #[oai(
+        path = "/supmit/api/v1.0/student_ages.json",
+        method = "put",
+        tag = "Tag::Students"
+    )]
+    async fn replace_all(
+        &self,
+        _auth: ApiAuth,
+        store: Data<&Store>,
+        body: DataFile,
+    ) -> Result<Json<Replaced>, ApiError> {
+        let students = parse_students(&body.0).map_err(|e| {
+            ApiError::unprocessable(format!("the body is not a data file the API accepts: {e}"))
+        })?;
+        match store.apply(Change::Replace { students }).await {
+            Ok(Outcome::Replaced { before, after }) => Ok(Json(Replaced { before, after })),
+            Ok(other) => unreachable!("a replacement answers Replaced, not {other:?}"),
+            Err(e) => Err(ApiError::store(&e)),
+        }
     }
 
     /// Add and change students from a CSV

@@ -78,6 +78,16 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The files in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// The mount points under `dir` now, from this process's mount table.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -263,14 +273,23 @@ pub fn answers(url: &str) -> bool {
 
 /// GET with basic auth root:root; (status, body).
 pub fn get(url: &str, auth: bool) -> (u16, String) {
+    get_as(url, auth.then_some("root"))
+}
+
+/// GET as the user root with `password`; (status, body).
+pub fn get_with_password(url: &str, password: &str) -> (u16, String) {
+    get_as(url, Some(password))
+}
+
+fn get_as(url: &str, password: Option<&str>) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let mut request = reqwest::Client::new().get(url);
-        if auth {
-            request = request.basic_auth("root", Some("root"));
+        if let Some(password) = password {
+            request = request.basic_auth("root", Some(password));
         }
         let response = request.send().await.expect("request");
         (response.status().as_u16(), response.text().await.unwrap())

@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 use student_ages_rules::{Age, StudentName};
 use tokio::sync::oneshot;
 
-pub use file::Students;
 use file::{FileLock, FileStamp};
+pub use file::{Students, parse_students};
 
 /// How long file I/O may take before the file counts as stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(2);
@@ -67,6 +67,8 @@ pub enum Change {
     /// durable write: all of them or none. Students not in `rows` are
     /// left as they are.
     Import { rows: Vec<ImportRow> },
+    /// Make the students exactly these (a restore), in one durable write.
+    Replace { students: Students },
 }
 
 /// One row of an import: the student, and the line of the file it came
@@ -124,6 +126,11 @@ pub enum Outcome {
     NotFound,
     /// An import, with what it did.
     Imported(ImportSummary),
+    /// A replacement: how many students there were, and are now.
+    Replaced {
+        before: usize,
+        after: usize,
+    },
 }
 
 /// Why the store could not serve a request.

@@ -145,5 +145,13 @@ fn apply_change(students: &mut Students, change: &Change) -> Outcome {
             }
             Outcome::Imported(summary)
         }
+        Change::Replace { students: new } => {
+            let before = students.len();
+            students.clone_from(new);
+            Outcome::Replaced {
+                before,
+                after: students.len(),
+            }
+        }
     }
 }

@@ -492,3 +492,81 @@ async fn repeated_wrong_passwords_from_one_address_get_429_with_retry_after() {
     let (status, _) = get(&api.url("/healthz")).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_whole_data_file_replaces_every_student_or_nothing() {
+    let api = TestApi::start(SEED);
+    let replace = |body: &'static str| {
+        client()
+            .put(api.url("/supmit/api/v1.0/student_ages.json"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let before = std::fs::read_to_string(&api.data_file).unwrap();
+
+    // Refused as the API refuses its own file: nothing is written.
+    for (body, why) in [
+        (r#"{"dora": 9, "dora": 10}"#, "appears twice"),
+        (r#"{"a/b": 9}"#, "a/b"),
+        (r#"{"dora": 200}"#, "200"),
+        (r#"["dora"]"#, "a JSON object of student name to age"),
+        ("{\"dora\": 9,\n \"eve\": -1}", "line 2"),
+    ] {
+        let response = replace(body).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        let error: Value = response.json().await.unwrap();
+        let said = error["error"].as_str().unwrap();
+        assert!(said.contains(why), "{body}: {said}");
+        assert_eq!(std::fs::read_to_string(&api.data_file).unwrap(), before);
+    }
+    let unauthenticated = client()
+        .put(api.url("/supmit/api/v1.0/student_ages.json"))
+        .header("content-type", "application/json")
+        .body(r#"{"dora": 9}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+
+    // Accepted: exactly the body's students, durably.
+    let response = replace(r#"{"dora": 9, "alice": 13}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"before": 3, "after": 2})
+    );
+    let (_, list) = get(&api.url(LIST)).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap(),
+        json!({"student_ages": {"alice": 13, "dora": 9}})
+    );
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(&api.data_file).unwrap()).unwrap();
+    assert_eq!(on_disk, json!({"alice": 13, "dora": 9}));
+
+    // A class is larger than a single write's 4 KiB body.
+    let class: serde_json::Map<String, Value> = (0..1000)
+        .map(|i| (format!("student {i:04}"), json!(i % 100)))
+        .collect();
+    let body = serde_json::to_vec(&class).unwrap();
+    assert!(body.len() > 16 * 1024);
+    let response = client()
+        .put(api.url("/supmit/api/v1.0/student_ages.json"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"before": 2, "after": 1000})
+    );
+}
