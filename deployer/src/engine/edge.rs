@@ -4,6 +4,8 @@
 //! (`edge ctl status`). Both run inside the edge's container with `docker
 //! exec`: the image is `FROM scratch`, the edge binary is its one program.
 
+use std::time::Duration;
+
 use anyhow::{Context, anyhow, bail};
 
 use super::Engine;
@@ -11,7 +13,7 @@ use super::undo::Made;
 use crate::docker::{message, project_containers};
 use crate::edge_ctl::{DEPLOY_TIMEOUT, DRAIN_TIMEOUT};
 use crate::progress::Task;
-use crate::stack::{EdgeTarget, Network, Stack};
+use crate::stack::{EdgeTarget, Network, Service, Stack};
 
 impl Engine {
     /// The running container of the stack's edge, if it has one.
@@ -67,17 +69,33 @@ impl Engine {
     /// on; returns once the edge has health-checked it, switched, and let
     /// the previous container's in-flight requests finish. Without a running
     /// edge there is nothing to tell (the edge, once created, is told).
+    ///
+    /// `watched`: the edge's check is the container's health gate. Docker
+    /// is watched meanwhile, so a container that exits fails the switch at
+    /// once rather than when the edge gives up; either failure carries the
+    /// container's last log lines.
     pub(super) async fn route(
         &self,
         stack: &Stack,
         target: &EdgeTarget,
         container: &str,
         task: &Task,
+        watched: Option<&Service>,
     ) -> anyhow::Result<()> {
         let Some(edge) = self.running_edge(stack).await? else {
             return Ok(());
         };
-        let address = self.address_of(stack, container, target).await?;
+        let address = match (self.address_of(stack, container, target).await, watched) {
+            (Ok(address), _) => address,
+            (Err(error), None) => return Err(error),
+            // Not running (it exited at once): say why, with its logs.
+            (Err(error), Some(service)) => {
+                let why = tokio::time::timeout(Duration::from_secs(2), self.exits(container))
+                    .await
+                    .unwrap_or_else(|_| format!("is not reachable ({error:#})"));
+                return Err(self.failure(container, service, &why).await);
+            }
+        };
         task.set(&format!(
             "switching the edge to {address} (health {}, then draining the old)",
             target.health
@@ -99,23 +117,39 @@ impl Engine {
             previous,
         };
         self.unfinished.add(switched.clone());
-        let result = crate::edge_ctl::ctl(
-            &self.docker,
-            &edge,
-            &[
-                "deploy",
-                &target.service,
-                "--target",
-                &address,
-                "--health-path",
-                &target.health,
-                "--deploy-timeout",
-                DEPLOY_TIMEOUT,
-                "--drain-timeout",
-                DRAIN_TIMEOUT,
-            ],
-        )
-        .await;
+        let args = [
+            "deploy",
+            &target.service,
+            "--target",
+            &address,
+            "--health-path",
+            &target.health,
+            "--deploy-timeout",
+            DEPLOY_TIMEOUT,
+            "--drain-timeout",
+            DRAIN_TIMEOUT,
+        ];
+        let switching = crate::edge_ctl::ctl(&self.docker, &edge, &args);
+        let result = match watched {
+            None => switching.await,
+            Some(service) => {
+                tokio::select! {
+                    result = switching => match result {
+                        Ok(report) => Ok(report),
+                        Err(error) => Err(self
+                            .failure(
+                                container,
+                                service,
+                                &format!("never turned healthy behind the edge ({error:#})"),
+                            )
+                            .await),
+                    },
+                    // Left to time out in the edge (it then forgets the
+                    // target): the previous container keeps serving.
+                    exit = self.exits(container) => Err(self.failure(container, service, &exit).await),
+                }
+            }
+        };
         self.unfinished.done(&switched);
         let report = result.with_context(|| {
             format!(
@@ -175,7 +209,7 @@ impl Engine {
                 .unwrap_or_default();
             if now != [address.as_str()] {
                 let task = self.progress.task(&target.service, "routing");
-                self.route(stack, target, &current.id, &task).await?;
+                self.route(stack, target, &current.id, &task, None).await?;
                 task.done(&format!("routed by the edge to {address}"));
             }
         }

@@ -1,6 +1,8 @@
 //! The health gate: a container counts as in service only once Docker calls
-//! it healthy; a failure carries the container's last log lines, because an
-//! opaque "unhealthy" is the most common complaint against deploy tools.
+//! it healthy (or, behind the edge, once the edge does, while Docker is
+//! watched for its exit); a failure carries the container's last log lines,
+//! because an opaque "unhealthy" is the most common complaint against
+//! deploy tools.
 
 use std::time::{Duration, Instant};
 
@@ -75,7 +77,24 @@ impl Engine {
         }
     }
 
-    async fn failure(&self, id: &str, service: &Service, what: &str) -> anyhow::Error {
+    /// Returns once the container has exited or been restarted by its
+    /// restart policy (it exits), saying which; never while it runs.
+    pub(super) async fn exits(&self, id: &str) -> String {
+        loop {
+            if let Ok(inspect) = self.docker.inspect_container(id, None).await {
+                let restarts = inspect.restart_count.unwrap_or(0);
+                if restarts > 0 {
+                    return format!("exited and was restarted {restarts} time(s)");
+                }
+                if let Health::Exited(code) = health_of(&inspect) {
+                    return format!("exited with code {code}");
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub(super) async fn failure(&self, id: &str, service: &Service, what: &str) -> anyhow::Error {
         let logs = last_logs(&self.docker, id, 20).await;
         anyhow!(
             "service {} {what}. Its last log lines:\n{}\n(see all with `deployer logs {}`)",

@@ -261,7 +261,7 @@ impl Engine {
                 match spec::strategy(stack, service) {
                     Strategy::StartFirst(target) => {
                         let id = self.container_id(stack, service).await?;
-                        self.route(stack, target, &id, task).await?;
+                        self.route(stack, target, &id, task, None).await?;
                     }
                     // A new edge knows nothing yet: tell it where each
                     // service behind it runs.

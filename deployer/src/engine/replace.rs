@@ -5,9 +5,12 @@
 //!   container is stopped and set aside (renamed, not removed), the new one
 //!   created, started and health-gated; if it fails, the old one is put back.
 //! - **start-first** (a service behind the edge): the new container starts
-//!   beside the old one, is health-gated, the edge switches to it and drains
-//!   the old one, and only then is the old one stopped. A new container that
-//!   never turns healthy gets no traffic; the old one never stopped.
+//!   beside the old one, the edge health-checks it (every 100 ms; Docker's
+//!   first check would come a whole healthcheck interval after the start),
+//!   switches to it and drains the old one, and only then is the old one
+//!   stopped. A new container that exits, or that the edge never finds
+//!   healthy, gets no traffic and is removed with its logs told; the old
+//!   one never stopped. (With no edge running, Docker's health gate.)
 //! - **hand-over** (the edge itself): the new edge takes the listening
 //!   sockets over from the old one, which drains and exits by itself.
 //!
@@ -28,6 +31,16 @@ use crate::stack::{EdgeTarget, Restart, Service, Stack};
 /// How long an old edge may take to hand over, drain and exit (its own
 /// shutdown bound is 30 s).
 const HANDOVER_EXIT: Duration = Duration::from_secs(40);
+
+/// What tells that a new container may have traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Docker's healthcheck ([`Engine::health_gate`]).
+    Docker,
+    /// The edge's own check during the switch, with Docker watched for an
+    /// exit meanwhile.
+    Edge,
+}
 
 impl Engine {
     /// Replaces `old` (empty: creates) with a new container of `service`
@@ -105,8 +118,12 @@ impl Engine {
         target: &EdgeTarget,
         task: &Task,
     ) -> anyhow::Result<()> {
+        let gate = match self.running_edge(stack).await? {
+            Some(_) => Gate::Edge,
+            None => Gate::Docker,
+        };
         let id = self
-            .start_beside(stack, service, hash, task)
+            .start_beside(stack, service, hash, task, gate)
             .await
             .map_err(|e| {
                 e.context(format!(
@@ -115,12 +132,15 @@ impl Engine {
                 ))
             })?;
         let new = Made::Container(id.clone());
-        if let Err(error) = self.route(stack, target, &id, task).await {
+        let watched = (gate == Gate::Edge).then_some(service);
+        if let Err(error) = self.route(stack, target, &id, task, watched).await {
             let _ = self.remove_container(&id).await;
             self.unfinished.done(&new);
+            // The edge switches only to a healthy target: the previous
+            // container still has every request.
             return Err(error.context(format!(
-                "the previous {} keeps serving; the new container was removed",
-                service.name
+                "the new {} container was removed; the previous {} keeps serving, untouched",
+                service.name, service.name
             )));
         }
         // In service: from here an interrupt must not remove it.
@@ -162,7 +182,10 @@ impl Engine {
                 });
             }
         };
-        let id = match self.start_beside(stack, service, hash, task).await {
+        let id = match self
+            .start_beside(stack, service, hash, task, Gate::Docker)
+            .await
+        {
             Ok(id) => id,
             Err(error) => {
                 restore().await;
@@ -190,15 +213,17 @@ impl Engine {
         self.take_name(stack, service, &id).await
     }
 
-    /// Creates, starts and health-gates a new container of `service` under
-    /// a name of its own, while others of the service still run. Removed
-    /// again if it does not turn healthy (the error carries its logs).
+    /// Creates and starts a new container of `service` under a name of its
+    /// own, while others of the service still run, and health-gates it
+    /// with Docker's healthcheck unless the edge is to. Removed again if it
+    /// does not start or turn healthy (the error carries its logs).
     async fn start_beside(
         &self,
         stack: &Stack,
         service: &Service,
         hash: &str,
         task: &Task,
+        gate: Gate,
     ) -> anyhow::Result<String> {
         let name = format!(
             "{}-next-{:x}",
@@ -215,8 +240,8 @@ impl Engine {
         let new = Made::Container(created.id.clone());
         task.set("starting");
         let healthy = match self.start(&created.id, service).await {
-            Ok(()) => self.health_gate(&created.id, service, task).await,
-            Err(error) => Err(error),
+            Ok(()) if gate == Gate::Docker => self.health_gate(&created.id, service, task).await,
+            other => other,
         };
         if let Err(error) = healthy {
             let _ = self.remove_container(&created.id).await;
