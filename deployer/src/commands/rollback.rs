@@ -1,10 +1,11 @@
 //! `deployer rollback`: put back the version deployed before the current
 //! one (or `--to TAG`), if its images are still on the host. The same
-//! skeleton as `deploy`: connected, locked, one audit line per attempt.
+//! skeleton as `deploy`: connected, locked, one audit line per attempt. On
+//! a swarm, a deploy of that version recorded as a rollback.
 
 use anyhow::anyhow;
 
-use crate::host::{self, AuditAction, HostFlags};
+use crate::host::{self, AuditAction, DeployTarget, HostFlags, deploy_target};
 use crate::progress::Progress;
 use crate::workspace::{DefaultCredentials, Workspace};
 
@@ -21,6 +22,23 @@ pub async fn run(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     workspace.check_credentials(options.defaults, progress)?;
+    if let DeployTarget::Swarm(swarm, ssh) = deploy_target(workspace, &options.host)? {
+        let registry = workspace.optional_registry();
+        if let Some(registry) = &registry
+            && !registry.settings.username.is_empty()
+        {
+            registry.check_login().await?;
+        }
+        return crate::swarm::rollback(
+            workspace,
+            &swarm,
+            &ssh,
+            options.to.as_deref(),
+            registry.as_ref(),
+            progress,
+        )
+        .await;
+    }
     host::with_locked_host(
         workspace,
         &options.host,

@@ -1,9 +1,11 @@
-//! `deployer deploy` to a swarm, step by step:
+//! `deployer deploy` (and `rollback`) to a swarm, step by step:
 //!
 //! 1. connect to every host and check the swarm is ready (what `setup
 //!    --check` checks), refusing before anything changes;
 //! 2. take the deploy lock on the first manager (`~/student-ages/`, as on
-//!    one host) and, however the deploy ends, leave one audit line there;
+//!    one host) and, however the deploy ends, leave one audit line there (a
+//!    rollback reads there which version to put back: the one below the
+//!    running one, as on one host);
 //! 3. put the release's images where the tasks run: with a registry, the
 //!    first manager pulls them (to pin each to its digest) and every node
 //!    pulls at task start with the credentials sent in the API request
@@ -29,7 +31,7 @@ use super::spec::{self, Planned};
 use super::{Node, close_all, connect_all};
 use crate::config::pipeline::SwarmSettings;
 use crate::engine::Engine;
-use crate::host::{AuditAction, AuditEntry, AuditResult, HostDir};
+use crate::host::{AuditAction, AuditEntry, AuditResult, HostDir, rollback_target};
 use crate::images;
 use crate::progress::Progress;
 use crate::registry::Registry;
@@ -39,7 +41,15 @@ use crate::stack::Stack;
 use crate::transfer::{self, Copied};
 use crate::workspace::Workspace;
 
-/// Deploys `tag` to the swarm; what changed.
+/// What a run puts on the swarm.
+enum Wanted<'a> {
+    /// This tag (`deploy`, `rollback --to`).
+    Tag(&'a str),
+    /// The version below the running one in the audit log (`rollback`).
+    Previous,
+}
+
+/// Deploys `tag` to the swarm.
 pub(crate) async fn deploy(
     workspace: &Workspace,
     swarm: &SwarmSettings,
@@ -48,22 +58,76 @@ pub(crate) async fn deploy(
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let stack = workspace.host_stack(tag)?;
     // What the swarm cannot run is refused before any connection.
-    let label = super::plan::data_label_key(&stack.project);
+    refuse_unrunnable(workspace, &workspace.host_stack(tag)?)?;
+    run(
+        workspace,
+        swarm,
+        ssh,
+        AuditAction::Deploy,
+        Wanted::Tag(tag),
+        registry,
+        progress,
+    )
+    .await
+}
+
+/// Puts back the version deployed before the running one (by the audit
+/// log on the first manager), or `to`: a deploy of that version, recorded
+/// as a rollback. Its images must still be in the registry, or, with none,
+/// on this machine or on every node.
+pub(crate) async fn rollback(
+    workspace: &Workspace,
+    swarm: &SwarmSettings,
+    ssh: &ConnectOptions,
+    to: Option<&str>,
+    registry: Option<&Registry>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let wanted = match to {
+        Some(tag) => {
+            refuse_unrunnable(workspace, &workspace.host_stack(tag)?)?;
+            Wanted::Tag(tag)
+        }
+        None => Wanted::Previous,
+    };
+    run(
+        workspace,
+        swarm,
+        ssh,
+        AuditAction::Rollback,
+        wanted,
+        registry,
+        progress,
+    )
+    .await
+}
+
+fn refuse_unrunnable(workspace: &Workspace, stack: &Stack) -> anyhow::Result<()> {
     spec::plan(
-        &stack,
+        stack,
         &spec::Context {
             seeds: &workspace.pipeline.seeds,
-            data_label: label.clone(),
+            data_label: super::plan::data_label_key(&stack.project),
             images: HashMap::new(),
         },
     )
-    .map_err(|e| anyhow!("{}: {e}", workspace.pipeline.compose.display()))?;
+    .map(|_| ())
+    .map_err(|e| anyhow!("{}: {e}", workspace.pipeline.compose.display()))
+}
 
+async fn run(
+    workspace: &Workspace,
+    swarm: &SwarmSettings,
+    ssh: &ConnectOptions,
+    action: AuditAction,
+    wanted: Wanted<'_>,
+    registry: Option<&Registry>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let mut nodes = connect_all(swarm, ssh, progress).await?;
     let result = locked(
-        workspace, swarm, &mut nodes, &stack, tag, registry, progress,
+        workspace, swarm, &mut nodes, action, wanted, registry, progress,
     )
     .await;
     close_all(nodes).await;
@@ -74,8 +138,8 @@ async fn locked(
     workspace: &Workspace,
     swarm: &SwarmSettings,
     nodes: &mut [Node],
-    stack: &Stack,
-    tag: &str,
+    action: AuditAction,
+    wanted: Wanted<'_>,
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -90,26 +154,50 @@ async fn locked(
     // Caught from before the lock is taken, so no signal can leave it held.
     let mut stop = StopSignal::install()?;
     let lock = dir.lock(&keeper.remote, &who).await?;
-    progress.println(&format!(
-        "deploying {tag} to the swarm of {} hosts (lock and audit log on {})",
-        nodes.len(),
-        keeper.target
-    ));
+    let mut version = match wanted {
+        Wanted::Tag(tag) => tag.to_owned(),
+        Wanted::Previous => "(unknown)".to_owned(),
+    };
     let mut images = Vec::new();
-    let work = steps(
-        workspace,
-        swarm,
-        nodes,
-        stack,
-        tag,
-        registry,
-        progress,
-        &mut images,
-    );
+    let work = async {
+        if let Wanted::Previous = wanted {
+            let history = dir.audit(&nodes[0].remote).await?;
+            version = rollback_target(&history).ok_or_else(|| {
+                anyhow!(
+                    "no earlier version in the audit log on {}: name one with --to TAG",
+                    nodes[0].target
+                )
+            })?;
+        }
+        let stack = workspace.host_stack(&version)?;
+        refuse_unrunnable(workspace, &stack)?;
+        let hosts = nodes.len();
+        progress.println(&match action {
+            AuditAction::Rollback => format!(
+                "rolling the swarm of {hosts} hosts back to {version} (lock and audit log on {})",
+                nodes[0].target
+            ),
+            _ => format!(
+                "deploying {version} to the swarm of {hosts} hosts (lock and audit log on {})",
+                nodes[0].target
+            ),
+        });
+        steps(
+            workspace,
+            swarm,
+            nodes,
+            &stack,
+            &version,
+            registry,
+            progress,
+            &mut images,
+        )
+        .await
+    };
     let outcome = tokio::select! {
         outcome = work => outcome,
         _ = stop.received() => Err(anyhow!(
-            "interrupted: the deploy stopped. Services it had updated keep their new spec, and \
+            "interrupted: the {action} stopped. Services it had updated keep their new spec, and \
              an update under way goes on in the swarm (`deployer status` shows where it is; \
              `deployer deploy` again finishes or replaces it)"
         )),
@@ -118,8 +206,8 @@ async fn locked(
     let entry = AuditEntry {
         time: crate::host::now(),
         who,
-        action: AuditAction::Deploy,
-        version: tag.to_owned(),
+        action,
+        version: version.clone(),
         images,
         result: match &outcome {
             Ok(_) => AuditResult::Ok,
@@ -129,12 +217,19 @@ async fn locked(
     let recorded = dir.append_audit(&keeper.remote, &entry).await;
     let released = lock.release(&keeper.remote).await;
     let (changed, total) = outcome?;
-    recorded.context("the deploy finished but cannot be recorded")?;
+    recorded.with_context(|| format!("the {action} finished but cannot be recorded"))?;
     released?;
-    progress.println(&format!(
-        "deployed {tag} to the swarm of {} hosts ({changed} of {total} services changed)",
-        nodes.len()
-    ));
+    let hosts = nodes.len();
+    progress.println(&match action {
+        AuditAction::Rollback => format!(
+            "rolled the swarm of {hosts} hosts back to {version} ({changed} of {total} services \
+             changed)"
+        ),
+        _ => format!(
+            "deployed {version} to the swarm of {hosts} hosts ({changed} of {total} services \
+             changed)"
+        ),
+    });
     Ok(())
 }
 
@@ -295,8 +390,21 @@ async fn put_images(
                 }
             }
             (None, Some(local)) => {
+                // Not here (an older version, for a rollback): the nodes
+                // must all still have it.
+                let here = local.inspect_image(&image).await.is_ok();
                 for node in nodes {
-                    if transfer::copy_image(local, &node.docker, &image, progress).await?
+                    if !here {
+                        if node.docker.inspect_image(&image).await.is_err() {
+                            bail!(
+                                "{image} is neither in this machine's Docker nor on {}: with no \
+                                 registry, the images go from here to the hosts. Build that \
+                                 version here first (`deployer build` at its commit), or set \
+                                 DOCKER_REGISTRY. Nothing was changed.",
+                                node.target
+                            );
+                        }
+                    } else if transfer::copy_image(local, &node.docker, &image, progress).await?
                         == Copied::AlreadyThere
                     {
                         progress.println(&format!("{image}: already on {}", node.target));

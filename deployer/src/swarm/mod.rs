@@ -7,16 +7,19 @@
 //! `setup` makes the swarm and says what it changed (`check` only says what
 //! is missing); `plan` holds its decisions, pure. `deploy` runs the stack
 //! on it: `spec` makes the services' specs (pure), `apply` creates or
-//! updates them and watches them converge. `status` reads it back.
+//! updates them and watches them converge. `status` reads it back; `data`
+//! saves and restores the data host's file.
 
 mod apply;
+mod data;
 mod deploy;
 mod plan;
 mod setup;
 mod spec;
 mod status;
 
-pub(crate) use deploy::deploy;
+pub(crate) use data::{backup, restore};
+pub(crate) use deploy::{deploy, rollback};
 pub(crate) use setup::{check, setup};
 pub(crate) use status::{Quorum, SwarmNode, SwarmService};
 pub(crate) use status::{read_status, table as status_table};
