@@ -74,7 +74,7 @@ impl Progress {
             }
             None => println!(
                 "{} {line}",
-                humantime::format_rfc3339_seconds(SystemTime::now())
+                humantime::format_rfc3339_millis(SystemTime::now())
             ),
         }
     }
@@ -135,6 +135,6 @@ impl Task {
 fn plain_line(name: &str, message: &str) {
     println!(
         "{} {name}: {message}",
-        humantime::format_rfc3339_seconds(SystemTime::now())
+        humantime::format_rfc3339_millis(SystemTime::now())
     );
 }
