@@ -4,13 +4,13 @@
 //! network namespace, and its Docker socket at a path of its own.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::LeaveSwarmOptions;
 
 use crate::support::load::{Load, Target};
-use crate::support::swarm_lab::SwarmLab;
+use crate::support::swarm_lab::{LabNode, SwarmLab};
 use crate::support::{self, TestImage, build_images, text};
 
 /// A pipeline.yaml like the repository's whose deploy target is the lab's
@@ -341,6 +341,39 @@ fn deployer_on(
         .expect("run deployer")
 }
 
+/// The log of `service`'s containers on `node`, once it holds `wanted`
+/// (or after 10 s, as it is then).
+fn wait_for_log(node: &LabNode, service: &str, wanted: &str) -> String {
+    let host = format!("unix://{}", node.socket.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids = support::run(
+            "docker",
+            &[
+                "-H",
+                &host,
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={service}"),
+            ],
+        );
+        let mut log = String::new();
+        for id in ids.split_whitespace() {
+            let out = Command::new("docker")
+                .args(["-H", &host, "logs", id])
+                .output()
+                .expect("run docker logs");
+            log.push_str(&String::from_utf8_lossy(&out.stdout));
+            log.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        if log.contains(wanted) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn json_status(lab: &SwarmLab, pipeline: &Path, project: &str) -> serde_json::Value {
     let out = deployer_on(lab, pipeline, project, &["status", "--json"], &[]);
     serde_json::from_slice(&out.stdout)
@@ -417,6 +450,28 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         (200, "12"),
         "the seed's data on the data host"
     );
+
+    // A wrong password through another node's edge: the API, reached over
+    // the overlay, trusts the edge's address there and logs the client's
+    // (this machine's, on the lab's network), not the edge's.
+    let (status, _) = support::get_with_password(
+        &format!(
+            "http://{}:5000/supmit/api/v1.0/get_student_ages",
+            lab.nodes[0].addr
+        ),
+        "wrong",
+    );
+    assert_eq!(status, 401);
+    let lab_net = {
+        let octets = data.addr.octets();
+        format!("client={}.{}.{}.", octets[0], octets[1], octets[2])
+    };
+    let api_log = wait_for_log(data, &format!("{project}_api"), "failed basic-auth attempt");
+    let line = api_log
+        .lines()
+        .find(|l| l.contains("failed basic-auth attempt"))
+        .unwrap_or_else(|| panic!("no failed attempt in the API's log:\n{api_log}"));
+    assert!(line.contains(&lab_net), "the client, not the edge: {line}");
 
     // Its status: replicas, nodes with their tasks, the quorum.
     let status = json_status(&lab, &pipeline, &project);
@@ -533,10 +588,109 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         assert_eq!(status, 200, "the UI on {} after the rollback", node.name);
     }
 
+    // `backup` saves the data host's file here; after a change, `restore`
+    // puts it back through the API there, saving the live file first.
+    let saved = tempfile::tempdir().unwrap();
+    let out_dir = saved.path().to_str().unwrap();
+    let out = deployer_on(
+        &lab,
+        &pipeline,
+        &project,
+        &["backup", "--out", out_dir],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let files = || support::files_in(saved.path());
+    let [backup] = &files()[..] else {
+        panic!("one backup: {:?}", files())
+    };
+    let student = format!(
+        "http://{}:5000/supmit/api/v1.0/student_ages/alice",
+        lab.nodes[0].addr
+    );
+    lab.block_on(async {
+        let response = reqwest::Client::new()
+            .put(&student)
+            .basic_auth("root", Some("root"))
+            .json(&serde_json::json!({"age": 40}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    });
+    let out = deployer_on(
+        &lab,
+        &pipeline,
+        &project,
+        &["restore", backup.to_str().unwrap(), "--out", out_dir],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, age) = support::get(&student.replace("student_ages/", "get_student_ages/"), true);
+    assert_eq!(age.trim(), "12", "the backup's data is back");
+    assert_eq!(files().len(), 2, "the live file was saved first");
+
+    // `rollback`: with only one version deployed there is nothing to go
+    // back to; after a deploy of another tag, it puts `latest` back.
+    let out = deployer_on(&lab, &pipeline, &project, &["rollback"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no earlier version"), "{}", text(&out));
+    let v2 = format!("swv2-{}", std::process::id());
+    let retagged: Vec<String> = ["api", "frontend", "edge"]
+        .iter()
+        .map(|service| {
+            let tagged = format!("student-ages-{service}:{v2}");
+            support::docker(&["tag", &format!("student-ages-{service}:latest"), &tagged]);
+            tagged
+        })
+        .collect();
+    let out = deployer_on(&lab, &pipeline, &project, &["deploy", "--tag", &v2], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let image_of = |name: &str| {
+        json_status(&lab, &pipeline, &project)["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        image_of("frontend").contains(&v2),
+        "{}",
+        image_of("frontend")
+    );
+    let rolled = Instant::now();
+    let out = deployer_on(&lab, &pipeline, &project, &["rollback"], &[]);
+    let rollback = rolled.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hosts back to latest"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        image_of("frontend").ends_with(":latest"),
+        "{}",
+        image_of("frontend")
+    );
+    assert!(image_of("api").ends_with(":latest"), "{}", image_of("api"));
+    let (status, _) = support::get(&format!("http://{}/login", lab.nodes[2].addr), false);
+    assert_eq!(status, 200, "the UI after the rollback");
+    support::docker(
+        &[
+            &["rmi"],
+            &retagged.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
+
     eprintln!(
         "swarm deploy: lab start {:.1?}, first deploy {first:.1?}, rolling UI update \
          {update:.1?} under {requests} requests (0 failed), broken image rolled back in \
-         {failed:.1?}",
+         {failed:.1?}, rollback of three services {rollback:.1?}",
         lab.start_time
     );
     let left = lab.shutdown();
