@@ -99,7 +99,9 @@ pub async fn send(
     loop {
         let (mut sender, reused) = match target.connections.take() {
             Some(sender) => (sender, true),
-            None => (connect(target).await?, false),
+            // Boxed: the rare connect's large future would otherwise be
+            // moved with every request's.
+            None => (Box::pin(connect(target)).await?, false),
         };
         // A reused connection becomes ready once its previous exchange is
         // wholly done; an error means the target closed it meanwhile.
