@@ -506,7 +506,7 @@ impl Proxy {
                         && slot.is_none()
                         && !retried_closed
                         && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
-                        && closed_before_response(&error);
+                        && matches!(&error, SendError::Exchange(e) if closed_before_response(e));
                     if !connect && !closed_early {
                         return bad_gateway(&target, message, notes);
                     }
