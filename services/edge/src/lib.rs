@@ -14,6 +14,7 @@ pub mod control;
 pub mod discovery;
 pub mod handover;
 pub mod log;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod state;

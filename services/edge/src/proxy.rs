@@ -29,17 +29,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{Limits, ListenerSpec};
+use crate::pool::{Lease, SendError};
 use crate::upstream::{InFlight, Service, Target, Upstreams, error_chain};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const SAME_TARGET_PAUSE: Duration = Duration::from_millis(100);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The edge's own paths, answered on every listener and never forwarded.
 pub const EDGE_HEALTH_PATH: &str = "/.edge/healthz";
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -192,10 +189,11 @@ impl Body for RequestBody {
     }
 }
 
-/// What the edge answers: its own short bodies or a target's streamed one.
+/// What the edge answers: its own short bodies or a target's streamed one
+/// (which holds the request's in-flight count and its connection until sent).
 pub enum EdgeBody {
     Full(Full<Bytes>),
-    Upstream(Incoming, InFlight),
+    Upstream(Incoming, InFlight, Lease),
 }
 
 impl EdgeBody {
@@ -214,21 +212,21 @@ impl Body for EdgeBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             EdgeBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
-            EdgeBody::Upstream(b, _) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            EdgeBody::Upstream(b, ..) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             EdgeBody::Full(b) => b.is_end_stream(),
-            EdgeBody::Upstream(b, _) => b.is_end_stream(),
+            EdgeBody::Upstream(b, ..) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             EdgeBody::Full(b) => b.size_hint(),
-            EdgeBody::Upstream(b, _) => b.size_hint(),
+            EdgeBody::Upstream(b, ..) => b.size_hint(),
         }
     }
 }
@@ -249,7 +247,6 @@ impl ClientIp {
 /// Shared by every listener and connection.
 pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
-    client: Client<HttpConnector, RequestBody>,
     limits: Limits,
     pub challenges: Arc<Challenges>,
     /// Set when this process hands over or shuts down: HTTP/1 responses then
@@ -261,22 +258,33 @@ pub struct Proxy {
 /// What a request's log line says.
 struct Outcome {
     status: StatusCode,
-    upstream: Option<String>,
+    upstream: Upstream,
     note: Option<String>,
+}
+
+/// Who answered a request, as its log line names it.
+enum Upstream {
+    /// The edge itself, with an error.
+    None,
+    /// The edge itself, for one of its own paths.
+    Edge(&'static str),
+    Target(Arc<Target>),
+}
+
+impl Upstream {
+    fn name(&self) -> &str {
+        match self {
+            Upstream::None => "-",
+            Upstream::Edge(name) => name,
+            Upstream::Target(target) => &target.address,
+        }
+    }
 }
 
 impl Proxy {
     pub fn new(upstreams: Arc<Upstreams>, limits: Limits, challenges: Arc<Challenges>) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Proxy {
             upstreams,
-            client,
             limits,
             challenges,
             draining: AtomicBool::new(false),
@@ -309,7 +317,7 @@ impl Proxy {
             method: method.as_str(),
             path: uri.path(),
             status: outcome.status.as_u16(),
-            upstream: outcome.upstream.as_deref().unwrap_or("-"),
+            upstream: outcome.upstream.name(),
             micros,
             note: outcome.note.as_deref(),
         });
@@ -343,7 +351,7 @@ impl Proxy {
                         .expect("a static status and header always build"),
                     Outcome {
                         status: StatusCode::OK,
-                        upstream: Some("acme-challenge".into()),
+                        upstream: Upstream::Edge("acme-challenge"),
                         note: None,
                     },
                 ),
@@ -395,11 +403,19 @@ impl Proxy {
     ) -> (Response<EdgeBody>, Outcome) {
         let (parts, incoming) = request.into_parts();
         let method = parts.method;
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // Targets get the origin form (`/path?query`), even from a client
+        // that sent the absolute form.
+        let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            parts.uri.clone()
+        } else {
+            Uri::from(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            )
+        };
         let mut headers = parts.headers;
         prepare_headers(&mut headers, &parts.uri, listener.scheme, peer.as_ref());
         let hint = incoming.size_hint();
@@ -445,34 +461,33 @@ impl Proxy {
             let Some(body) = body_for_attempt() else {
                 return bad_gateway(&target, "the request body was already sent".into(), notes);
             };
-            let uri = Uri::builder()
-                .scheme("http")
-                .authority(target.authority.clone())
-                .path_and_query(path_and_query.clone())
-                .build()
-                .expect("scheme, authority and path were each valid already");
             let mut upstream_request = Request::new(body);
             *upstream_request.method_mut() = method.clone();
-            *upstream_request.uri_mut() = uri;
+            *upstream_request.uri_mut() = uri.clone();
             *upstream_request.version_mut() = Version::HTTP_11;
             *upstream_request.headers_mut() = headers.clone();
+            if !headers.contains_key(header::HOST) {
+                upstream_request
+                    .headers_mut()
+                    .insert(header::HOST, target.host.clone());
+            }
 
             let guard = target.start_request();
             let result = tokio::time::timeout(
                 self.limits.upstream_timeout,
-                self.client.request(upstream_request),
+                crate::pool::send(&target, upstream_request),
             )
             .await;
             match result {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, lease))) => {
                     let (parts, body) = response.into_parts();
                     let status = parts.status;
                     let note = (!notes.is_empty()).then(|| notes.join("; "));
                     return (
-                        Response::from_parts(parts, EdgeBody::Upstream(body, guard)),
+                        Response::from_parts(parts, EdgeBody::Upstream(body, guard, lease)),
                         Outcome {
                             status,
-                            upstream: Some(target.address.clone()),
+                            upstream: Upstream::Target(target),
                             note,
                         },
                     );
@@ -486,12 +501,12 @@ impl Proxy {
                         return too_large(self.limits.max_body);
                     }
                     let message = error_chain(&error);
-                    let connect = error.is_connect();
+                    let connect = matches!(error, SendError::Connect(_));
                     let closed_early = !connect
                         && slot.is_none()
                         && !retried_closed
                         && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
-                        && closed_before_response(&error);
+                        && matches!(&error, SendError::Exchange(e) if closed_before_response(e));
                     if !connect && !closed_early {
                         return bad_gateway(&target, message, notes);
                     }
@@ -644,7 +659,7 @@ fn own(
         response,
         Outcome {
             status,
-            upstream: None,
+            upstream: Upstream::None,
             note,
         },
     )
@@ -669,7 +684,7 @@ fn no_target(service: &Service) -> (Response<EdgeBody>, Outcome) {
 }
 
 fn bad_gateway(
-    target: &Target,
+    target: &Arc<Target>,
     message: String,
     mut notes: Vec<String>,
 ) -> (Response<EdgeBody>, Outcome) {
@@ -679,7 +694,7 @@ fn bad_gateway(
         serde_json::json!({"error": "the service behind the edge failed to answer"}),
         Some(notes.join("; ")),
     );
-    outcome.upstream = Some(target.address.clone());
+    outcome.upstream = Upstream::Target(target.clone());
     (response, outcome)
 }
 
@@ -723,7 +738,7 @@ fn redirect(request: &Request<Incoming>, https_port: Option<u16>) -> (Response<E
                 response,
                 Outcome {
                     status,
-                    upstream: Some("redirect-https".into()),
+                    upstream: Upstream::Edge("redirect-https"),
                     note: None,
                 },
             )

@@ -42,8 +42,10 @@ pub enum Health {
 /// One running instance of a service, `host:port`.
 pub struct Target {
     pub address: String,
-    /// `address` as a URI authority, parsed once for the request path.
-    pub authority: http::uri::Authority,
+    /// `address` as a Host header, for requests that came without one.
+    pub host: http::HeaderValue,
+    /// Kept-alive connections to it, idle between requests.
+    pub(crate) connections: crate::pool::Connections,
     pub health_path: String,
     health: AtomicU8,
     ever_healthy: AtomicBool,
@@ -59,12 +61,12 @@ pub struct Target {
 
 impl Target {
     fn new(address: String, health_path: String) -> Arc<Target> {
-        let authority = address
-            .parse()
+        let host = http::HeaderValue::from_str(&address)
             // Callers check `valid_target` first; a placeholder keeps this total.
-            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid.invalid:1"));
         Arc::new(Target {
-            authority,
+            host,
+            connections: crate::pool::Connections::default(),
             address,
             health_path,
             health: AtomicU8::new(Health::Unknown as u8),
