@@ -211,7 +211,8 @@ enum Command {
     Restore {
         /// The backup to put back (a JSON object of name to age, as
         /// `deployer backup` saves it).
-        file: PathBuf,
+        #[arg(value_name = "FILE")]
+        backup: PathBuf,
         #[command(flatten)]
         host: HostArgs,
         /// The directory the live file is saved to first.
@@ -219,6 +220,10 @@ enum Command {
         out: PathBuf,
     },
     /// Print the services' logs, each line prefixed by its service.
+    ///
+    /// Here, or on the deploy host with --host; on a swarm (deploy.swarm,
+    /// without --host) every node's tasks, each line prefixed by service
+    /// and slot, task and node.
     Logs {
         /// Only this service's logs.
         service: Option<String>,
@@ -463,10 +468,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::backup::run(&workspace, &options, &progress).await?;
         }
-        Command::Restore { file, host, out } => {
+        Command::Restore { backup, host, out } => {
             let options = commands::restore::Options {
                 host: host.flags(),
-                file,
+                file: backup,
                 out,
             };
             commands::restore::run(&workspace, &options, &progress).await?;

@@ -1,8 +1,9 @@
 //! `deployer lock status|release`: see who holds the host's deploy lock and
 //! whether that deploy is still connected; release a lock a killed deploy
-//! left behind (as Kamal's `lock release`), never a live one.
+//! left behind (as Kamal's `lock release`), never a live one. On a swarm,
+//! the lock the first host keeps.
 
-use crate::host::{self, HostDir, HostFlags, Unverifiable, lock};
+use crate::host::{self, DeployTarget, HostDir, HostFlags, Unverifiable, lock};
 use crate::progress::Progress;
 use crate::workspace::Workspace;
 
@@ -19,7 +20,11 @@ pub async fn run(
     verb: Verb,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let (remote, _docker, _) = host::connect(workspace, flags).await?;
+    // On a swarm, the first host keeps the lock, as a deploy takes it.
+    let remote = match host::deploy_target(workspace, flags)? {
+        DeployTarget::Host(..) => host::connect(workspace, flags).await?.0,
+        DeployTarget::Swarm(swarm, ssh) => crate::swarm::connect_keeper(&swarm, &ssh).await?,
+    };
     let result = async {
         let dir = HostDir::open(&remote).await?;
         match verb {

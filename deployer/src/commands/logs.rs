@@ -1,11 +1,12 @@
-//! `deployer logs`: the services' logs, each line prefixed by its service.
+//! `deployer logs`: the services' logs, each line prefixed by its service
+//! (on a swarm: by service, task and node, every node's merged).
 
 use anyhow::{anyhow, bail};
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 
 use crate::docker::project_containers;
-use crate::host::{self, HostFlags};
+use crate::host::{self, DeployTarget, HostFlags};
 use crate::progress::Progress;
 use crate::signal::StopSignal;
 use crate::workspace::Workspace;
@@ -23,43 +24,67 @@ pub enum Follow {
     Yes,
 }
 
-/// Streams the logs of the local stack, or of the deploy host's with `host`.
+/// Streams the logs of the local stack, or of the deploy target's with
+/// `host` or when it is a swarm (then every node's tasks, each line
+/// prefixed by its service, task and node).
 pub async fn run(
     workspace: &Workspace,
     options: &Options<'_>,
     host: Option<&HostFlags>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    match host {
-        None => {
-            let docker = workspace.local_docker().await?;
-            stream(workspace, &docker, options, progress).await
-        }
-        Some(flags) => {
-            let mut stop = StopSignal::install()?;
+    check_service(workspace, options.service)?;
+    // With a swarm as the deploy target, as for `status`: its logs.
+    let swarm_flags = HostFlags::default();
+    let host = host.or((workspace.pipeline.deploy.swarm.is_some()).then_some(&swarm_flags));
+    let Some(flags) = host else {
+        let docker = workspace.local_docker().await?;
+        let sources = sources(workspace, &docker, options.service, None).await?;
+        return merge(sources, options, progress).await;
+    };
+    let mut stop = StopSignal::install()?;
+    match host::deploy_target(workspace, flags)? {
+        DeployTarget::Host(..) => {
             let (remote, docker, _) = host::connect(workspace, flags).await?;
             // Ctrl-C is how `logs -f` ends: close the SSH connection then.
             let result = tokio::select! {
-                result = stream(workspace, &docker, options, progress) => result,
+                result = async {
+                    let sources = sources(workspace, &docker, options.service, None).await?;
+                    merge(sources, options, progress).await
+                } => result,
                 _ = stop.received() => Ok(()),
             };
             remote.close().await;
             result
         }
+        DeployTarget::Swarm(swarm, ssh) => {
+            let nodes = crate::swarm::connect_all(&swarm, &ssh, progress).await?;
+            let result = tokio::select! {
+                result = async {
+                    let mut all = Vec::new();
+                    for node in &nodes {
+                        all.extend(
+                            sources(
+                                workspace,
+                                &node.docker,
+                                options.service,
+                                // `[user@]host[:port]`: the host names it.
+                                Some(node.target.rsplit('@').next().unwrap_or(&node.target)),
+                            )
+                            .await?,
+                        );
+                    }
+                    merge(all, options, progress).await
+                } => result,
+                _ = stop.received() => Ok(()),
+            };
+            crate::swarm::close_all(nodes).await;
+            result
+        }
     }
 }
 
-async fn stream(
-    workspace: &Workspace,
-    docker: &bollard::Docker,
-    options: &Options<'_>,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let Options {
-        service,
-        follow,
-        tail,
-    } = *options;
+fn check_service(workspace: &Workspace, service: Option<&str>) -> anyhow::Result<()> {
     let stack = &workspace.stack;
     if let Some(name) = service
         && stack.service(name).is_none()
@@ -70,37 +95,80 @@ async fn stream(
             names.join(", ")
         );
     }
-    let containers = project_containers(docker, &stack.project).await?;
-    let width = stack
-        .services
+    Ok(())
+}
+
+/// One container's log, and what its lines are prefixed with.
+struct Source {
+    prefix: String,
+    docker: bollard::Docker,
+    id: String,
+}
+
+/// The stack's containers on `docker` (of `service` only, if given): on
+/// one daemon prefixed by their service; on a swarm's `node`, by service,
+/// task (slot and ID) and node.
+async fn sources(
+    workspace: &Workspace,
+    docker: &bollard::Docker,
+    service: Option<&str>,
+    node: Option<&str>,
+) -> anyhow::Result<Vec<Source>> {
+    let containers = project_containers(docker, &workspace.stack.project).await?;
+    Ok(containers
         .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0);
-    let mut streams = Vec::new();
-    for container in containers.iter().filter(|c| !c.oneoff) {
-        let name = container.service().to_owned();
-        if service.is_some_and(|s| s != name) {
-            continue;
-        }
-        let stream = docker
-            .logs(
-                &container.id,
-                Some(LogsOptions {
-                    follow: follow == Follow::Yes,
-                    stdout: true,
-                    stderr: true,
-                    tail: tail.to_owned(),
-                    ..Default::default()
-                }),
-            )
-            .map(move |item| (name.clone(), item));
-        streams.push(stream.boxed());
-    }
+        .filter(|c| !c.oneoff && service.is_none_or(|s| s == c.service()))
+        .map(|c| Source {
+            prefix: match node {
+                None => c.service().to_owned(),
+                // A task's container is `<project>_<service>.<slot>.<task ID>`.
+                Some(node) => {
+                    let task = c
+                        .name
+                        .trim_start_matches('/')
+                        .split_once('.')
+                        .map_or("", |(_, task)| task);
+                    let (slot, id) = task.split_once('.').unwrap_or((task, ""));
+                    let id: String = id.chars().take(8).collect();
+                    format!("{}.{slot} {id} @{node}", c.service())
+                }
+            },
+            docker: docker.clone(),
+            id: c.id.clone(),
+        })
+        .collect())
+}
+
+async fn merge(
+    sources: Vec<Source>,
+    options: &Options<'_>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let Options { follow, tail, .. } = *options;
+    let width = sources.iter().map(|s| s.prefix.len()).max().unwrap_or(0);
+    let streams: Vec<_> = sources
+        .into_iter()
+        .map(|source| {
+            source
+                .docker
+                .logs(
+                    &source.id,
+                    Some(LogsOptions {
+                        follow: follow == Follow::Yes,
+                        stdout: true,
+                        stderr: true,
+                        tail: tail.to_owned(),
+                        ..Default::default()
+                    }),
+                )
+                .map(move |item| (source.prefix.clone(), item))
+                .boxed()
+        })
+        .collect();
     if streams.is_empty() {
         return Err(anyhow!(
-            "the stack {} has no containers here: start it with `deployer up`",
-            stack.project
+            "the stack has no containers there: start it with `deployer up` (here) or `deployer \
+             deploy` (on the deploy target)"
         ));
     }
     let mut merged = futures_util::stream::select_all(streams);

@@ -95,6 +95,16 @@ pub(crate) async fn connect_all(
     Ok(nodes)
 }
 
+/// Connects to the first host only: the manager that keeps the deploy
+/// lock and the audit log.
+pub(crate) async fn connect_keeper(
+    swarm: &SwarmSettings,
+    ssh: &ConnectOptions,
+) -> anyhow::Result<Remote> {
+    let node = connect_one(0, &swarm.hosts[0], ssh).await?;
+    Ok(node.remote)
+}
+
 async fn connect_one(index: usize, host: &SwarmHost, ssh: &ConnectOptions) -> anyhow::Result<Node> {
     let target = Target::parse(&host.target)?;
     let options = ConnectOptions {

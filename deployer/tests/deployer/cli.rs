@@ -79,3 +79,26 @@ fn errors_for_broken_files() {
 fn setup_help() {
     insta::assert_snapshot!(stdout(&["setup", "--help"]));
 }
+
+#[test]
+fn restore_refuses_a_file_that_is_not_a_data_file_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("class.json");
+    std::fs::write(&backup, "{\"alice\": 12,\n \"bob\" 13}").unwrap();
+    // --file names the pipeline; the FILE argument is the backup, not it.
+    let out = deployer()
+        .arg("--file")
+        .arg(support::root().join("pipeline.yaml"))
+        .arg("restore")
+        .arg(&backup)
+        .args(["--host", "nobody@127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("class.json is not a data file") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Nothing was changed"), "{stderr}");
+}

@@ -518,6 +518,35 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         "{table}"
     );
 
+    // The deploy lock, which the first host keeps: free between deploys.
+    let out = deployer_on(&lab, &pipeline, &project, &["lock", "status"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&lab.nodes[0].addr.to_string()) && said.contains("no deploy holds it"),
+        "{said}"
+    );
+
+    // Its logs: every node's tasks of a service, each line prefixed by the
+    // service and slot, the task and the node.
+    let out = deployer_on(
+        &lab,
+        &pipeline,
+        &project,
+        &["logs", "frontend", "--tail", "3"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let logs = String::from_utf8_lossy(&out.stdout);
+    for node in &lab.nodes {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with("frontend.") && l.contains(&format!("@{}", node.addr))),
+            "a line from {}'s task: {logs}",
+            node.name
+        );
+    }
+
     // A rolling update of the UI (its log level changes, nothing else)
     // under load through every node's edge: no request fails.
     let loads: Vec<Load> = lab

@@ -7,10 +7,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where `deployer release` leaves the arm64 binaries.
+/// Where `deployer release` leaves the arm64 binaries (cargo's target
+/// directory: `CARGO_TARGET_DIR`, as the deployer reads it, else
+/// `target/`).
 pub fn arm64_binary(name: &str) -> PathBuf {
-    super::root()
-        .join("target/aarch64-unknown-linux-gnu/release")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                super::root().join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| super::root().join("target"))
+        .join("aarch64-unknown-linux-gnu/release")
         .join(name)
 }
 
