@@ -113,7 +113,8 @@ pub(crate) fn deploy_target(
 }
 
 /// Resolves the one host the command runs against. A swarm target is
-/// refused: only `setup` makes swarms yet.
+/// refused: the commands that run against a swarm hand over to `swarm/`
+/// before they get here.
 pub(crate) fn target(
     workspace: &Workspace,
     flags: &HostFlags,
@@ -122,8 +123,7 @@ pub(crate) fn target(
         DeployTarget::Host(target, options) => Ok((target, options)),
         DeployTarget::Swarm(swarm, _) => bail!(
             "the deploy target is a swarm of {} hosts (deploy.swarm in {}), and this command \
-             does not run against a swarm yet: only `deployer setup` does. Pass --host for one \
-             host",
+             does not run against a swarm. Pass --host for one host",
             swarm.hosts.len(),
             workspace.pipeline.path.display()
         ),

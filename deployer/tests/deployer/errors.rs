@@ -227,15 +227,24 @@ fn a_swarm_and_a_single_host_both_set_are_refused_naming_both() {
 }
 
 #[test]
-fn commands_other_than_setup_refuse_a_swarm_target_for_now() {
+fn a_swarm_target_refuses_reseed_data_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{SWARM}"));
     write(dir.path(), "docker-compose.yml", COMPOSE);
-    let (code, stderr) = run_swarm(dir.path(), &["lock", "status"], None);
+    let (code, stderr) = run_swarm(
+        dir.path(),
+        &[
+            "deploy",
+            "--reseed-data",
+            "--tag",
+            "v1",
+            "--allow-default-credentials",
+        ],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("the deploy target is a swarm of 2 hosts")
-            && stderr.contains("only `deployer setup` does"),
+        stderr.contains("--reseed-data does not run against a swarm yet"),
         "{stderr}"
     );
     // A broken swarm section is named by its key, for every command.
