@@ -21,7 +21,8 @@ use secrecy::ExposeSecret;
 use crate::config::pipeline::{Auth, Seed};
 use crate::engine::Engine;
 use crate::progress::Progress;
-use crate::stack::{Mount, Service, Stack};
+use crate::stack::{Entry, Mount, Stack};
+use crate::workspace::Workspace;
 
 /// The API route that replaces every student.
 const REPLACE_PATH: &str = "/supmit/api/v1.0/student_ages.json";
@@ -77,18 +78,29 @@ pub(crate) fn read_backup(path: &Path) -> anyhow::Result<(Vec<u8>, usize)> {
     Ok((bytes, students))
 }
 
-/// The one seeded volume a restore puts a file back into, and the service
-/// that owns it (the first that mounts it).
-pub(crate) fn restore_target<'s>(
-    stack: &'s Stack,
-    seeds: &'s [Seed],
-) -> anyhow::Result<(&'s Seed, &'s Service)> {
-    let [seed] = seeds else {
+/// A restore, checked before any connection: the backup's bytes and
+/// student count, the seeded volume it goes back into, and where the API
+/// that owns that volume's file is reached on the host.
+pub(crate) struct Restore {
+    pub bytes: Vec<u8>,
+    pub students: usize,
+    pub stack: Stack,
+    pub seed: Seed,
+    pub entry: Entry,
+}
+
+/// Reads and checks the backup `file` and finds where it goes: a wrong
+/// file, or a stack with no way to reach the API, changes nothing.
+pub(crate) fn prepare_restore(workspace: &Workspace, file: &Path) -> anyhow::Result<Restore> {
+    let (bytes, students) = read_backup(file)?;
+    let stack = workspace.host_stack("latest")?;
+    let [seed] = &workspace.pipeline.seeds[..] else {
         bail!(
             "a restore puts back one data file, and pipeline.yaml seeds {} volumes",
-            seeds.len()
+            workspace.pipeline.seeds.len()
         );
     };
+    // The service that owns the file: the first that mounts its volume.
     let service = stack
         .services
         .iter()
@@ -98,7 +110,20 @@ pub(crate) fn restore_target<'s>(
                 .any(|m| matches!(m, Mount::Volume { key, .. } if *key == seed.volume))
         })
         .ok_or_else(|| anyhow!("no service mounts the volume {:?}", seed.volume))?;
-    Ok((seed, service))
+    let entry = stack.entry(&service.name).ok_or_else(|| {
+        anyhow!(
+            "{} has no entry on the host (no published port, no edge route): the restore has \
+             no way to reach it",
+            service.name
+        )
+    })?;
+    Ok(Restore {
+        bytes,
+        students,
+        seed: seed.clone(),
+        entry,
+        stack,
+    })
 }
 
 /// Replaces every student through the API at `base` (`http://host:port`)

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 
 use crate::backup;
 use crate::host::{self, AuditAction, DeployTarget, HostFlags, deploy_target};
@@ -25,26 +25,31 @@ pub async fn run(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     // Checked before any connection: a wrong file changes nothing.
-    let (bytes, students) = backup::read_backup(&options.file)?;
-    let stack = workspace.host_stack("latest")?;
-    let (seed, service) = backup::restore_target(&stack, &workspace.pipeline.seeds)?;
+    let backup::Restore {
+        bytes,
+        students,
+        stack,
+        seed,
+        entry,
+    } = backup::prepare_restore(workspace, &options.file)?;
     if let DeployTarget::Swarm(swarm, ssh) = deploy_target(workspace, &options.host)? {
         return crate::swarm::restore(
             workspace,
             &swarm,
             &ssh,
             &options.file,
+            backup::Restore {
+                bytes,
+                students,
+                stack,
+                seed,
+                entry,
+            },
             &options.out,
             progress,
         )
         .await;
     }
-    let entry = stack.entry(&service.name).ok_or_else(|| {
-        anyhow!(
-            "{} publishes no port on the host: the restore has no way to reach it",
-            service.name
-        )
-    })?;
     let file = options.file.display().to_string();
     host::with_locked_host(
         workspace,
@@ -56,7 +61,7 @@ pub async fn run(
             backup::save_all(
                 &host.engine,
                 &stack,
-                std::slice::from_ref(seed),
+                std::slice::from_ref(&seed),
                 &options.out,
                 &host.remote.target.to_string(),
                 progress,

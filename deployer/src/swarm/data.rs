@@ -45,26 +45,25 @@ pub(crate) async fn backup(
     saved
 }
 
-/// Puts the backup `file` back through the API on the data host, under the
-/// swarm's lock, after saving the live file into `dir`; one audit line.
+/// Puts the backup `file` (read and checked: `restore`) back through the
+/// API on the data host, under the swarm's lock, after saving the live file
+/// into `dir`; one audit line.
 pub(crate) async fn restore(
     workspace: &Workspace,
     swarm: &SwarmSettings,
     ssh: &ConnectOptions,
     file: &Path,
+    restore: backup::Restore,
     dir: &Path,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let (bytes, students) = backup::read_backup(file)?;
-    let stack = workspace.host_stack("latest")?;
-    let (seed, service) = backup::restore_target(&stack, &workspace.pipeline.seeds)?;
-    let entry = stack.entry(&service.name).ok_or_else(|| {
-        anyhow!(
-            "{} has no entry on the data host (no published port, no edge route): the restore \
-             has no way to reach it",
-            service.name
-        )
-    })?;
+    let backup::Restore {
+        bytes,
+        students,
+        stack,
+        seed,
+        entry,
+    } = restore;
     let mut nodes = connect_all(swarm, ssh, progress).await?;
     let result = async {
         let dir_on_keeper = HostDir::open(&nodes[0].remote).await?;
@@ -76,7 +75,7 @@ pub(crate) async fn restore(
             backup::save_all(
                 &Engine::new(&data.docker, progress),
                 &stack,
-                std::slice::from_ref(seed),
+                std::slice::from_ref(&seed),
                 dir,
                 &data.target,
                 progress,

@@ -170,7 +170,10 @@ async fn locked(
             })?;
         }
         let stack = workspace.host_stack(&version)?;
-        refuse_unrunnable(workspace, &stack)?;
+        // A tag given was checked before connecting; the audit log's now.
+        if let Wanted::Previous = wanted {
+            refuse_unrunnable(workspace, &stack)?;
+        }
         let hosts = nodes.len();
         progress.println(&match action {
             AuditAction::Rollback => format!(
