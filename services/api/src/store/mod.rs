@@ -41,7 +41,7 @@ mod writer;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -52,8 +52,14 @@ use tokio::sync::oneshot;
 use file::{FileLock, FileStamp};
 pub use file::{Students, parse_students};
 
-/// How long file I/O may take before the file counts as stuck.
-pub const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// How long a request's file I/O may take before the file counts as stuck.
+/// Generous: a busy disk (image pulls beside the volume, a journal commit)
+/// can stall a `stat` for a second or more, and that is slow, not broken.
+pub const STUCK_AFTER: Duration = Duration::from_secs(5);
+
+/// How long the health check's file I/O may take: short enough that
+/// `/healthz` answers within Docker's 3 s healthcheck timeout.
+pub const HEALTH_STUCK_AFTER: Duration = Duration::from_secs(2);
 
 /// One requested change to the data. Only valid names and ages get here:
 /// the rules were applied where the request came in.
@@ -262,18 +268,18 @@ struct Shared {
     reload: Gate,
 }
 
-/// One at a time, and since when.
+/// One at a time, and since when: 0 when free, else the entry time in ms
+/// since `epoch`, plus one. One atomic, so a reader never pairs "busy" with
+/// an earlier holder's entry time.
 struct Gate {
-    busy: AtomicBool,
-    since_ms: AtomicU64,
+    entered: AtomicU64,
     epoch: Instant,
 }
 
 impl Gate {
     fn new() -> Gate {
         Gate {
-            busy: AtomicBool::new(false),
-            since_ms: AtomicU64::new(0),
+            entered: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -284,20 +290,18 @@ impl Gate {
 
     /// Enters if free; leaves when the guard drops.
     fn try_enter(&self) -> Option<GateGuard<'_>> {
-        self.busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        self.entered
+            .compare_exchange(0, self.now_ms() + 1, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
-        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
         Some(GateGuard(self))
     }
 
     /// Whether whoever is inside has been there longer than [`STUCK_AFTER`].
     fn stuck(&self) -> bool {
-        self.busy.load(Ordering::Acquire)
-            && self
-                .now_ms()
-                .saturating_sub(self.since_ms.load(Ordering::Relaxed))
-                > STUCK_AFTER.as_millis() as u64
+        match self.entered.load(Ordering::Acquire) {
+            0 => false,
+            entered => self.now_ms().saturating_sub(entered - 1) > STUCK_AFTER.as_millis() as u64,
+        }
     }
 }
 
@@ -305,21 +309,22 @@ struct GateGuard<'a>(&'a Gate);
 
 impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
+        self.0.entered.store(0, Ordering::Release);
     }
 }
 
 /// Runs blocking file I/O on the blocking pool; a stuck file is
-/// [`StoreError::Stuck`] after [`STUCK_AFTER`] (the thread stays blocked
-/// until the file answers, the caller does not).
+/// [`StoreError::Stuck`] after `limit` (the thread stays blocked until the
+/// file answers, the caller does not).
 async fn off_worker<T: Send + 'static>(
     path: &Path,
+    limit: Duration,
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let stuck = || StoreError::Stuck {
         path: path.to_owned(),
     };
-    match tokio::time::timeout(STUCK_AFTER, tokio::task::spawn_blocking(work)).await {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(result)) => result,
         Ok(Err(_panicked)) => Err(StoreError::Closed),
         Err(_elapsed) => Err(stuck()),
@@ -404,7 +409,7 @@ impl Store {
             });
         }
         let shared = Arc::clone(&self.shared);
-        off_worker(&self.shared.path, move || {
+        off_worker(&self.shared.path, STUCK_AFTER, move || {
             let _reloading = shared.reload.try_enter();
             let fresh = Arc::new(Snapshot::read(&shared.path)?);
             shared.publish(&fresh);
@@ -425,14 +430,16 @@ impl Store {
             return Err(StoreError::Stuck { path: path.clone() });
         }
         let owned = path.clone();
-        off_worker(path, move || FileStamp::at(&owned)).await
+        off_worker(path, STUCK_AFTER, move || FileStamp::at(&owned)).await
     }
 
     /// What `/healthz` reports: whether the data file can be read and
-    /// parsed, and whether a write could replace it, within [`STUCK_AFTER`].
+    /// parsed, and whether a write could replace it, within
+    /// [`HEALTH_STUCK_AFTER`].
     pub async fn health(&self) -> Health {
         let shared = Arc::clone(&self.shared);
-        match off_worker(&self.shared.path, move || Ok(health::check(&shared))).await {
+        let check = move || Ok(health::check(&shared));
+        match off_worker(&self.shared.path, HEALTH_STUCK_AFTER, check).await {
             Ok(health) => health,
             Err(StoreError::Stuck { .. }) => Health::Unavailable(health::Reason::DataFileStuck),
             Err(_) => Health::Unavailable(health::Reason::DataFileUnreadable),
