@@ -40,6 +40,39 @@ pub struct Stack {
     /// is a swarm). Kept out of [`Service`], whose every field is part of a
     /// one-host container's config hash.
     pub deploy: BTreeMap<String, Deploy>,
+    /// Files from this machine to put into volumes on every apply
+    /// (pipeline.yaml `files:`, resolved with the stack; Workspace sets it).
+    pub files: Vec<VolumeFile>,
+}
+
+impl VolumeFile {
+    /// Its content, or an error naming the file and where it was set.
+    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
+        std::fs::read(&self.source).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {} (from {}): {e}; set the variable to a readable file, or unset it",
+                self.source.display(),
+                self.origin
+            )
+        })
+    }
+}
+
+/// A file from this machine put into a named volume each time the stack is
+/// applied: a certificate and key the edge reads, say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFile {
+    pub volume: String,
+    /// Where it is read from, here.
+    pub source: PathBuf,
+    /// Where it goes, relative to the volume's root.
+    pub path: String,
+    pub uid: u64,
+    pub gid: u64,
+    pub mode: u32,
+    /// Where it was configured, for errors: `pipeline.yaml files[0].file
+    /// (${TLS_CERT_FILE:-})`.
+    pub origin: String,
 }
 
 /// The edge proxy in front of the stack: which compose service it is, and

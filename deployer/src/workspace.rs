@@ -55,6 +55,7 @@ impl Workspace {
         )?;
         pipeline.check_against(&stack)?;
         stack.edge = pipeline.edge.clone();
+        stack.files = pipeline.volume_files(&lookup)?;
         Ok(Workspace {
             pipeline,
             stack,
@@ -82,6 +83,7 @@ impl Workspace {
             deploy_keys(&self.pipeline),
         )?;
         stack.edge = self.pipeline.edge.clone();
+        stack.files = self.pipeline.volume_files(&lookup)?;
         Ok(stack)
     }
 

@@ -67,6 +67,10 @@ pub async fn run(
             .await;
     }
     let stack = workspace.host_stack(&tag)?;
+    // Before the host is touched: a file to copy there must be readable.
+    for file in &stack.files {
+        file.read()?;
+    }
     host::with_locked_host(
         workspace,
         &options.host,

@@ -541,6 +541,8 @@ fn resolve(
         // pipeline.yaml says which service is the edge (Workspace sets it).
         edge: None,
         deploy,
+        // pipeline.yaml's `files:` (Workspace sets them).
+        files: Vec::new(),
     })
 }
 
@@ -1014,7 +1016,11 @@ services:
             ("HTTPS_PORT", "8443"),
             ("FRONTEND_PORT", "80"),
         ]);
-        assert_eq!(tls.len(), 4, "{tls:?}");
+        assert_eq!(tls.len(), 5, "{tls:?}");
+        assert!(
+            tls[2].starts_with("ui-local=http://127.0.0.1:8081 -> "),
+            "{tls:?}"
+        );
         assert!(
             tls[0].starts_with("web=http://0.0.0.0:80 redirect-https -> "),
             "{tls:?}"

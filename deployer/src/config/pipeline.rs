@@ -12,7 +12,7 @@ use super::ConfigError;
 use super::interpolate::{interpolate, interpolate_recording};
 pub use super::swarm::{SwarmHost, SwarmSettings};
 use crate::platform::Platform;
-use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack};
+use crate::stack::{EdgeSpec, EdgeTarget, Service, Stack, VolumeFile};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,8 @@ struct PipelineFile {
     platforms: Vec<String>,
     #[serde(default)]
     seed: Vec<SeedDef>,
+    #[serde(default)]
+    files: Vec<FileDef>,
     test: TestDef,
     registry: Option<RegistryDef>,
     deploy: Option<DeployDef>,
@@ -113,6 +115,22 @@ struct SeedDef {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileDef {
+    volume: String,
+    /// Interpolated when the stack is (a deploy's `deploy.env` first).
+    file: String,
+    path: String,
+    owner: String,
+    #[serde(default = "default_file_mode")]
+    mode: String,
+}
+
+fn default_file_mode() -> String {
+    "0644".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TestDef {
     auth: AuthDef,
     checks: Vec<CheckDef>,
@@ -192,6 +210,7 @@ pub struct Pipeline {
     /// machine's own always among them, first.
     pub platforms: Vec<Platform>,
     pub seeds: Vec<Seed>,
+    pub files: Vec<FileEntry>,
     pub auth: Auth,
     pub checks: Vec<Check>,
     pub registry: Option<RegistrySettings>,
@@ -289,6 +308,21 @@ pub struct Seed {
     pub gid: u64,
 }
 
+/// A file from this machine put into a named volume on every `up` and
+/// `deploy`, as pipeline.yaml's `files:` says; its source is resolved with
+/// the stack ([`Pipeline::volume_files`]).
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    pub volume: String,
+    /// As written, e.g. `${TLS_CERT_FILE:-}`.
+    pub file: String,
+    /// Relative to the volume's root.
+    pub path: String,
+    pub uid: u64,
+    pub gid: u64,
+    pub mode: u32,
+}
+
 /// The API credentials the checks and `status` use.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -368,21 +402,64 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
         .into_iter()
         .enumerate()
         .map(|(i, def)| {
-            let (uid, gid) = def
-                .owner
-                .split_once(':')
-                .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
-                .ok_or_else(|| {
-                    invalid(
-                        format!("seed[{i}].owner"),
-                        format!("{:?} is not UID:GID, e.g. \"65532:65532\"", def.owner),
-                    )
-                })?;
+            let (uid, gid) = parse_owner(&def.owner).ok_or_else(|| {
+                invalid(
+                    format!("seed[{i}].owner"),
+                    format!("{:?} is not UID:GID, e.g. \"65532:65532\"", def.owner),
+                )
+            })?;
             Ok(Seed {
                 volume: def.volume,
                 file: root.join(def.file),
                 uid,
                 gid,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+
+    let files = file
+        .files
+        .into_iter()
+        .enumerate()
+        .map(|(i, def)| {
+            let (uid, gid) = parse_owner(&def.owner).ok_or_else(|| {
+                invalid(
+                    format!("files[{i}].owner"),
+                    format!("{:?} is not UID:GID, e.g. \"65532:65532\"", def.owner),
+                )
+            })?;
+            let mode = u32::from_str_radix(def.mode.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("files[{i}].mode"),
+                        format!("{:?} is not a file mode in octal, e.g. \"0600\"", def.mode),
+                    )
+                })?;
+            let relative = Path::new(&def.path);
+            if def.path.is_empty()
+                || relative.is_absolute()
+                || relative
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(invalid(
+                    format!("files[{i}].path"),
+                    format!(
+                        "{:?} must be a path inside the volume, relative and without `..`, \
+                         e.g. tls/cert.pem",
+                        def.path
+                    ),
+                ));
+            }
+            Ok(FileEntry {
+                volume: def.volume,
+                file: def.file,
+                path: def.path,
+                uid,
+                gid,
+                mode,
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -604,12 +681,47 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipelin
         images,
         platforms,
         seeds,
+        files,
         auth,
         checks,
     })
 }
 
+/// `UID:GID`, numbers.
+fn parse_owner(owner: &str) -> Option<(u64, u64)> {
+    let (u, g) = owner.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
 impl Pipeline {
+    /// The `files:` entries as the stack resolves with `lookup`: each whose
+    /// `file` is not empty, with its source path (relative ones from the
+    /// workspace root).
+    pub fn volume_files(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<VolumeFile>, ConfigError> {
+        let mut files = Vec::new();
+        for (i, entry) in self.files.iter().enumerate() {
+            let key = format!("files[{i}].file");
+            let source = interpolate(&entry.file, lookup)
+                .map_err(|e| ConfigError::invalid(&self.path, &key, e.to_string()))?;
+            if source.trim().is_empty() {
+                continue;
+            }
+            files.push(VolumeFile {
+                volume: entry.volume.clone(),
+                source: self.root.join(source.trim()),
+                path: entry.path.clone(),
+                uid: entry.uid,
+                gid: entry.gid,
+                mode: entry.mode,
+                origin: format!("{} {key} ({})", self.path.display(), entry.file),
+            });
+        }
+        Ok(files)
+    }
+
     /// The services of `stack` whose images this pipeline builds, in the
     /// pipeline's order.
     pub fn built_services<'s>(&'s self, stack: &'s Stack) -> impl Iterator<Item = &'s Service> {
@@ -661,6 +773,18 @@ impl Pipeline {
                         "{} declares no volume {:?}",
                         self.compose.display(),
                         seed.volume
+                    ),
+                ));
+            }
+        }
+        for (i, file) in self.files.iter().enumerate() {
+            if !stack.volumes.contains(&file.volume) {
+                return Err(invalid(
+                    format!("files[{i}].volume"),
+                    format!(
+                        "{} declares no volume {:?}",
+                        self.compose.display(),
+                        file.volume
                     ),
                 ));
             }
@@ -826,5 +950,27 @@ test:
                 .env
                 .contains(&("API_PORT".to_owned(), "5000".to_owned()))
         );
+    }
+
+    #[test]
+    fn files_resolve_with_the_stacks_variables_and_an_empty_one_is_skipped() {
+        let yaml = format!(
+            "{GOOD}files:\n  \
+             - {{volume: certs, file: \"${{CERT:-}}\", path: tls/cert.pem, owner: \"1:2\"}}\n  \
+             - {{volume: certs, file: \"${{KEY:-}}\", path: tls/key.pem, owner: \"1:2\", mode: \"0600\"}}\n"
+        );
+        let p = load_str(&yaml).unwrap();
+        let files = p
+            .volume_files(&|k| (k == "CERT").then(|| "certs/a.pem".to_owned()))
+            .unwrap();
+        assert_eq!(files.len(), 1, "KEY is unset: its entry is skipped");
+        assert_eq!(files[0].source, p.root.join("certs/a.pem"));
+        assert_eq!((files[0].uid, files[0].gid, files[0].mode), (1, 2, 0o644));
+        assert!(files[0].origin.ends_with("files[0].file (${CERT:-})"));
+        let both = p.volume_files(&|_| Some("/abs/x.pem".to_owned())).unwrap();
+        assert_eq!(both[1].mode, 0o600);
+        assert_eq!(both[1].source, PathBuf::from("/abs/x.pem"));
+        let error = load_str(&yaml.replace("\"0600\"", "\"rw\"")).unwrap_err();
+        assert!(error.to_string().contains("files[1].mode"), "{error}");
     }
 }

@@ -123,12 +123,17 @@ impl Engine {
 
     /// Makes the daemon run `stack`; `seeds` fill volumes created now.
     pub(crate) async fn apply(&self, stack: &Stack, seeds: &[Seed]) -> anyhow::Result<Applied> {
+        // A missing file fails here, before anything is made.
+        for file in &stack.files {
+            file.read()?;
+        }
         for key in &stack.networks {
             self.ensure_network(stack, key).await?;
         }
         for key in &stack.volumes {
             self.ensure_volume(stack, key, seeds).await?;
         }
+        self.place_files(stack).await?;
         // One listing serves the whole run: replacing one service never
         // touches another's containers.
         let containers = project_containers(&self.docker, &stack.project).await?;

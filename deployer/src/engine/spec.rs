@@ -280,6 +280,7 @@ mod tests {
             volumes: vec!["data".into()],
             edge: None,
             deploy: Default::default(),
+            files: Vec::new(),
         }
     }
 

@@ -19,7 +19,7 @@ use super::Engine;
 use super::undo::Made;
 use crate::config::pipeline::Seed;
 use crate::docker::{is_not_found, message};
-use crate::stack::{Mount, Stack, labels};
+use crate::stack::{Mount, Stack, VolumeFile, labels};
 
 impl Engine {
     /// Creates the volume if missing and seeds it from `seeds` then. A new
@@ -95,6 +95,34 @@ impl Engine {
             "volume {volume} seeded with {}",
             seed.file.display()
         ));
+        Ok(())
+    }
+
+    /// Puts pipeline.yaml's `files:` into their volumes (created by now),
+    /// replacing what is there: every apply, so a renewed certificate
+    /// reaches the edge, which reloads it when it changes.
+    pub(crate) async fn place_files(&self, stack: &Stack) -> anyhow::Result<()> {
+        for key in &stack.volumes {
+            let files: Vec<&VolumeFile> = stack.files.iter().filter(|f| &f.volume == key).collect();
+            if files.is_empty() {
+                continue;
+            }
+            let tar = files_tar(&files)?;
+            let (image, target) = volume_user(stack, key)?;
+            let volume = stack.volume_name(key);
+            let id = self
+                .helper_container(stack, &image, &volume, &target)
+                .await?;
+            let upload = self.upload(&id, &target, tar).await;
+            self.remove_container(&id).await?;
+            self.unfinished.done(&Made::Container(id));
+            upload.with_context(|| format!("cannot put files into the volume {volume}"))?;
+            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            self.progress.println(&format!(
+                "volume {volume}: {} put in place from this machine",
+                paths.join(", ")
+            ));
+        }
         Ok(())
     }
 
@@ -292,6 +320,48 @@ fn seed_file_name(seed: &Seed) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "seed".into())
+}
+
+/// `files` as a tar: each with its parent directories, owned and with the
+/// mode the pipeline says, stamped now (so a reader polling the file sees
+/// a new version even when the content's size did not change).
+fn files_tar(files: &[&VolumeFile]) -> anyhow::Result<Vec<u8>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        let data = file.read()?;
+        let path = std::path::Path::new(&file.path);
+        let parents: Vec<&std::path::Path> = path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+            .collect();
+        for dir in parents.into_iter().rev() {
+            if dirs.insert(dir.to_owned()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(0o755);
+                header.set_uid(file.uid);
+                header.set_gid(file.gid);
+                header.set_mtime(now);
+                header.set_cksum();
+                tar.append_data(&mut header, dir, std::io::empty())?;
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(file.mode);
+        header.set_uid(file.uid);
+        header.set_gid(file.gid);
+        header.set_mtime(now);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data.as_slice())?;
+    }
+    Ok(tar.into_inner()?)
 }
 
 /// The seed file as a one-entry tar, owned as the pipeline says.

@@ -104,6 +104,14 @@ pub(crate) async fn rollback(
 }
 
 fn refuse_unrunnable(workspace: &Workspace, stack: &Stack) -> anyhow::Result<()> {
+    if let Some(file) = stack.files.first() {
+        bail!(
+            "{} is set, but putting files into volumes (pipeline.yaml `files:`) works on one \
+             host only yet: a swarm has a volume per node. Unset it; for HTTPS on a swarm use \
+             TLS_DOMAINS (ACME)",
+            file.origin
+        );
+    }
     spec::plan(
         stack,
         &spec::Context {

@@ -906,8 +906,18 @@ fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_fail
     support::docker(&["tag", &sick.name(), &sick_tagged]);
     tagged.extend([api_v2_tagged, ui_v2_tagged, edge_v2_tagged, sick_tagged]);
 
+    // HTTPS from a certificate we have (pipeline.yaml `files:`): a test CA
+    // signs one for 127.0.0.1; the load trusts the CA.
+    let tls = tempfile::tempdir().unwrap();
+    let (ca_pem, cert_file, key_file) = test_certificate(tls.path());
+    let (https_port, ui_local_port) = (support::free_port(), support::free_port());
     let deploy = |api: &str, ui: &str, edge: &str| {
         env.deployer(&["deploy", "--tag", &tag])
+            .env("EC2_TLS_DOMAINS", "127.0.0.1")
+            .env("EC2_TLS_CERT_FILE", &cert_file)
+            .env("EC2_TLS_KEY_FILE", &key_file)
+            .env("EC2_HTTPS_PORT", https_port.to_string())
+            .env("EC2_UI_LOCAL_PORT", ui_local_port.to_string())
             .env_remove("DOCKER_REGISTRY")
             .env("DOCKER_IMAGE_BACKEND", api)
             .env("DOCKER_IMAGE_FRONTEND", ui)
@@ -922,12 +932,52 @@ fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_fail
     );
     let out = deploy(api1, ui1, edge1);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tls/cert.pem, tls/key.pem put in place"),
+        "{}",
+        text(&out)
+    );
+    // The UI's plain port now redirects to HTTPS, which serves our
+    // certificate.
+    let https = format!("https://127.0.0.1:{https_port}");
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let plain = format!("http://127.0.0.1:{}/", host.frontend_port);
+    let (redirect, login) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let redirect = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(&plain)
+                .send()
+                .await
+                .unwrap();
+            let login = reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca.clone())
+                .build()
+                .unwrap()
+                .get(format!("{https}/login"))
+                .send()
+                .await
+                .unwrap();
+            (redirect, login.status().as_u16())
+        });
+    assert_eq!(redirect.status().as_u16(), 301);
+    assert_eq!(
+        redirect.headers()["location"].to_str().unwrap(),
+        format!("{https}/")
+    );
+    assert_eq!(login, 200, "GET {https}/login");
 
     let load = Load::start(
         Target {
             api: format!("http://127.0.0.1:{}", host.api_port),
-            ui: format!("http://127.0.0.1:{}", host.frontend_port),
-            https: None,
+            ui: https.clone(),
+            https: Some((https.clone(), ca)),
         },
         "zdhost",
         3,
@@ -988,4 +1038,27 @@ fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_fail
         report.failures.len()
     );
     report.assert_nothing_failed_or_lost(&format!("http://127.0.0.1:{}", host.api_port));
+}
+
+/// A test CA's certificate (PEM) and, written into `dir`, a chain and key it
+/// signed for 127.0.0.1: (CA PEM, chain file, key file).
+fn test_certificate(dir: &std::path::Path) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "deployer test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    (ca_pem, path(cert_file), path(key_file))
 }

@@ -263,3 +263,52 @@ fn a_swarm_target_refuses_reseed_data_before_connecting() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_file_to_put_into_a_volume_is_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = "files:\n  - {volume: certs, file: \"${TLS_CERT_FILE:-}\", path: tls/cert.pem, owner: \"65532:65532\"}\n";
+    write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{files}"));
+    write(
+        dir.path(),
+        "docker-compose.yml",
+        &format!("{COMPOSE}    volumes: [certs:/certs]\nvolumes:\n  certs: {{}}\n"),
+    );
+    let missing = dir.path().join("no-such-cert.pem");
+    let deploy = || {
+        let out = deployer()
+            .args(["--file", dir.path().join("pipeline.yaml").to_str().unwrap()])
+            .args(["deploy", "--tag", "v1", "--allow-default-credentials"])
+            .args(["--host", "ubuntu@203.0.113.10"])
+            .env("TLS_CERT_FILE", &missing)
+            .env_remove("DOCKER_REGISTRY")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Unreadable: named with the variable that set it, before connecting.
+    let (code, stderr) = deploy();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read {}", missing.display()))
+            && stderr.contains("files[0].file (${TLS_CERT_FILE:-})"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connecting"), "{stderr}");
+    // A path out of the volume is refused by its key.
+    let escaping = files.replace("tls/cert.pem", "../etc/cert.pem");
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &format!("{PIPELINE}{escaping}"),
+    );
+    let (code, stderr) = run_in(dir.path(), &["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("`files[0].path`: \"../etc/cert.pem\" must be a path inside the volume"),
+        "{stderr}"
+    );
+}

@@ -58,6 +58,8 @@ pub enum TlsSettings {
     Files {
         cert: PathBuf,
         key: PathBuf,
+        /// How often the files are looked at for a new version.
+        check_every: Duration,
     },
     Acme(AcmeSettings),
 }
@@ -87,6 +89,8 @@ pub enum ConfigError {
         var: &'static str,
         what: &'static str,
     },
+    #[error("{0}")]
+    Inconsistent(&'static str),
     #[error("EDGE_LISTEN: {source}")]
     Listen { source: ListenError },
     #[error("{var}={value:?}: {problem}")]
@@ -190,6 +194,7 @@ fn tls_settings(
         (Some(cert), Some(key), _) => TlsSettings::Files {
             cert: cert.into(),
             key: key.into(),
+            check_every: duration("EDGE_TLS_FILES_CHECK", Duration::from_secs(5))?,
         },
         (Some(_), None, _) | (None, Some(_), _) => {
             return Err(ConfigError::Missing {
@@ -228,6 +233,12 @@ fn tls_settings(
         }
         (None, None, None) => TlsSettings::Off,
     };
+    if !has_https && matches!(tls, TlsSettings::Files { .. }) {
+        return Err(ConfigError::Inconsistent(
+            "EDGE_TLS_CERT_FILE and EDGE_TLS_KEY_FILE are set but no EDGE_LISTEN listener is \
+             https://: add one (in the stack, HTTPS is on when TLS_DOMAINS is set)",
+        ));
+    }
     if has_https && matches!(tls, TlsSettings::Off) {
         return Err(ConfigError::Missing {
             var: "EDGE_TLS_DOMAINS",
@@ -307,5 +318,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("EDGE_TLS_DOMAINS"), "{e}");
+    }
+
+    #[test]
+    fn certificate_files_without_an_https_listener_are_refused() {
+        let e = Config::from_lookup(|k| match k {
+            "EDGE_LISTEN" => Some("web=http://0.0.0.0:80 -> frontend".to_string()),
+            "EDGE_TLS_CERT_FILE" => Some("/tls/cert.pem".to_string()),
+            "EDGE_TLS_KEY_FILE" => Some("/tls/key.pem".to_string()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no EDGE_LISTEN listener is https://"), "{e}");
     }
 }

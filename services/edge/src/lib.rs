@@ -207,11 +207,20 @@ impl Edge {
             .any(|l| matches!(l.address, ListenAddress::Http(_)));
         match &config.tls {
             TlsSettings::Off => {}
-            TlsSettings::Files { cert, key } => {
+            TlsSettings::Files {
+                cert,
+                key,
+                check_every,
+            } => {
                 let info = certs
                     .install_files(cert, key)
                     .context("EDGE_TLS_CERT_FILE/EDGE_TLS_KEY_FILE")?;
                 tracing::info!(domains = ?info.domains, not_after = info.not_after, "tls: using the certificate from files");
+                tokio::spawn(
+                    certs
+                        .clone()
+                        .watch_files(cert.clone(), key.clone(), *check_every),
+                );
             }
             TlsSettings::Acme(settings) => {
                 let challenge = if plain_tcp {
@@ -453,6 +462,7 @@ impl Inner {
                 "mode": "files",
                 "cert_file": cert,
                 "certificates": self.certs.info(),
+                "last_error": self.certs.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             }),
             TlsSettings::Acme(a) => serde_json::json!({
                 "mode": "acme",

@@ -17,6 +17,14 @@ use serde::Serialize;
 
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
+/// What identifies one version of a file: size, modification time, inode
+/// (a file replaced by rename keeps its size and maybe its mtime).
+fn file_version(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?, meta.ino()))
+}
+
 /// What `ctl status` shows of a certificate.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CertInfo {
@@ -66,6 +74,11 @@ impl CertStore {
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| TlsError::Pair(e.to_string()))?;
         let certified = CertifiedKey::new(chain, signer);
+        certified.keys_match().map_err(|_| {
+            TlsError::Pair(
+                "the private key is not the key of the certificate (the first in the chain)".into(),
+            )
+        })?;
         self.current.store(Some(Arc::new(certified)));
         self.info.store(Arc::new(vec![info.clone()]));
         Ok(info)
@@ -104,6 +117,39 @@ impl CertStore {
             message: e.to_string(),
         })?;
         self.install(chain, key_der)
+    }
+
+    /// Keeps a certificate from files current: every `every`, when either
+    /// file changed (size, modification time or inode), loads the pair
+    /// again. A pair that does not load (a half-copied file, a key that is
+    /// not the certificate's) is logged and kept in `last_error`, and the
+    /// certificate in use stays until a good pair replaces it.
+    pub async fn watch_files(
+        self: Arc<Self>,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        every: std::time::Duration,
+    ) {
+        let mut seen = (file_version(&cert), file_version(&key));
+        loop {
+            tokio::time::sleep(every).await;
+            let now = (file_version(&cert), file_version(&key));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match self.install_files(&cert, &key) {
+                Ok(info) => {
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    tracing::info!(domains = ?info.domains, not_after = info.not_after, "tls: the certificate files changed; serving the new certificate");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "tls: the certificate files changed but do not load; still serving the previous certificate");
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(error.to_string());
+                }
+            }
+        }
     }
 
     pub fn info(&self) -> Vec<CertInfo> {

@@ -954,3 +954,105 @@ async fn without_a_plain_listener_the_certificate_comes_over_tls_alpn_01() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A leaf `issuer` signs for `domain`, valid until 1 January of `until`
+/// (which tells two leaves apart).
+fn leaf_signed_by(
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    domain: &str,
+    until: i32,
+) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(until, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_files_is_served_and_replaced_when_the_files_change() {
+    let app = Backend::start("app").await;
+    let dir = TestEdge::dirs();
+    let https_port = free_port();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "edge test files CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let root = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let domain = "files.school.test";
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (first_cert, first_key) = leaf_signed_by(&issuer, domain, 2035);
+    std::fs::write(&cert_file, &first_cert).unwrap();
+    std::fs::write(&key_file, &first_key).unwrap();
+    let edge = TestEdge::start_in(
+        dir,
+        &format!("tls=https://127.0.0.1:{https_port} -> app"),
+        &[
+            ("EDGE_TLS_CERT_FILE", cert_file.to_str().unwrap()),
+            ("EDGE_TLS_KEY_FILE", key_file.to_str().unwrap()),
+            ("EDGE_TLS_FILES_CHECK", "100ms"),
+        ],
+    )
+    .await;
+    edge.deploy("app", &[&app.target()]).await.unwrap();
+    let get = || async {
+        tls_client(&root, domain, https_port)
+            .get(format!("https://{domain}:{https_port}/"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e:?}"))
+    };
+    assert_eq!(get().await, Ok(200));
+    let not_after = |status: &serde_json::Value| {
+        status["tls"]["certificates"][0]["not_after_unix"]
+            .as_i64()
+            .unwrap()
+    };
+    let first = edge.status().await;
+    assert_eq!(first["tls"]["mode"], "files", "{first}");
+    assert_eq!(first["tls"]["certificates"][0]["domains"][0], domain);
+
+    // A renewal elsewhere (certbot, a CI secret) rewrites both files: the
+    // new certificate serves without a restart.
+    let (second_cert, second_key) = leaf_signed_by(&issuer, domain, 2036);
+    std::fs::write(&cert_file, &second_cert).unwrap();
+    std::fs::write(&key_file, &second_key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let renewed = loop {
+        let status = edge.status().await;
+        if not_after(&status) > not_after(&first) + 20 * 86400 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never reloaded: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(renewed["tls"]["last_error"].is_null(), "{renewed}");
+    assert_eq!(get().await, Ok(200));
+
+    // A key that is not the certificate's: refused, the previous pair
+    // keeps serving, and the status says why.
+    let (third_cert, _) = leaf_signed_by(&issuer, domain, 2037);
+    std::fs::write(&cert_file, &third_cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let status = edge.status().await;
+        if !status["tls"]["last_error"].is_null() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never noticed: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refused["tls"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not the key of the certificate"),
+        "{refused}"
+    );
+    assert_eq!(not_after(&refused), not_after(&renewed));
+    assert_eq!(get().await, Ok(200));
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct Target {
     /// `http://host:port` of the API.
     pub api: String,
-    /// `http://host:port` of the UI.
+    /// `http://host:port` (or `https://`) of the UI.
     pub ui: String,
     /// Extra clients trusting a CA (HTTPS), sent the same reads.
     pub https: Option<(String, reqwest::Certificate)>,
@@ -139,12 +139,18 @@ async fn run(
     });
     let failures = Arc::new(Mutex::new(Vec::new()));
     let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    // Every client trusts the HTTPS CA, if any: the UI may be served over
+    // HTTPS only (its plain port then redirects).
     let new_client = || {
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+            .redirect(reqwest::redirect::Policy::none());
+        match &target.https {
+            Some((_, ca)) => builder.add_root_certificate(ca.clone()),
+            None => builder,
+        }
+        .build()
+        .unwrap()
     };
     let mut tasks = Vec::new();
     let fail = {
