@@ -334,10 +334,23 @@ async fn steps(
         roll_back(&cluster, &updated, progress).await;
         return Err(error.context(format!("the deploy of {tag} to the swarm failed")));
     }
+    // Only once the new version serves: services it no longer has go.
+    let keep: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
+    let removed = Cluster::new(&nodes[0].docker, nodes, None, progress)
+        .await?
+        .remove_orphans(&stack.project, &keep)
+        .await?;
     let changed = changes
         .iter()
         .filter(|(_, c)| *c != Change::Unchanged)
         .count();
+    if !removed.is_empty() {
+        progress.println(&format!(
+            "removed {} service(s) the compose file no longer has: {}",
+            removed.len(),
+            removed.join(", ")
+        ));
+    }
     Ok((changed, changes.len()))
 }
 

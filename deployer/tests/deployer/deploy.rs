@@ -909,7 +909,7 @@ fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_fail
     // HTTPS from a certificate we have (pipeline.yaml `files:`): a test CA
     // signs one for 127.0.0.1; the load trusts the CA.
     let tls = tempfile::tempdir().unwrap();
-    let (ca_pem, cert_file, key_file) = test_certificate(tls.path());
+    let (ca_pem, cert_file, key_file) = support::test_certificate(tls.path());
     let (https_port, ui_local_port) = (support::free_port(), support::free_port());
     let deploy = |api: &str, ui: &str, edge: &str| {
         env.deployer(&["deploy", "--tag", &tag])
@@ -1038,27 +1038,4 @@ fn deploy_replaces_the_api_the_ui_the_edge_and_all_three_under_load_without_fail
         report.failures.len()
     );
     report.assert_nothing_failed_or_lost(&format!("http://127.0.0.1:{}", host.api_port));
-}
-
-/// A test CA's certificate (PEM) and, written into `dir`, a chain and key it
-/// signed for 127.0.0.1: (CA PEM, chain file, key file).
-fn test_certificate(dir: &std::path::Path) -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "deployer test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, leaf.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
-    (ca_pem, path(cert_file), path(key_file))
 }

@@ -414,13 +414,30 @@ fn ctrl_c_during_a_replacement_removes_the_new_container_and_the_old_keeps_servi
 fn up_replaces_every_service_under_load_without_failing_a_request() {
     build_images();
     let project = Project::new("zero-downtime");
-    let out = project.run(&["up", "--no-build"]);
+    // HTTPS on, from a test CA's certificate: the UI load goes over HTTPS
+    // (its plain port redirects), the API load over both.
+    let tls = tempfile::tempdir().unwrap();
+    let (ca_pem, cert_file, key_file) = support::test_certificate(tls.path());
+    let (https_port, ui_local_port) = (support::free_port(), support::free_port());
+    let up = || {
+        let mut command = project.deployer(&["up", "--no-build"]);
+        command
+            .env("TLS_DOMAINS", "127.0.0.1")
+            .env("TLS_CERT_FILE", &cert_file)
+            .env("TLS_KEY_FILE", &key_file)
+            .env("HTTPS_PORT", https_port.to_string())
+            .env("UI_LOCAL_PORT", ui_local_port.to_string());
+        command
+    };
+    let out = up().output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let https = format!("https://127.0.0.1:{https_port}");
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
     let load = Load::start(
         LoadTarget {
             api: project.api_url(""),
-            ui: project.frontend_url(""),
-            https: None,
+            ui: https.clone(),
+            https: Some((https, ca)),
         },
         "zd",
         4,
@@ -429,8 +446,7 @@ fn up_replaces_every_service_under_load_without_failing_a_request() {
     std::thread::sleep(Duration::from_secs(1));
     // Every service's environment changes: the API and the UI are replaced
     // start-first behind the edge, the edge hands its sockets over.
-    let out = project
-        .deployer(&["up", "--no-build"])
+    let out = up()
         .env("API_LOG", "debug")
         .env("FRONTEND_LOG", "debug")
         .env("EDGE_LOG", "debug")

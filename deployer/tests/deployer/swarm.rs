@@ -547,6 +547,33 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         );
     }
 
+    // A service of the stack that the compose file no longer has (none
+    // of its tasks run): the next deploy removes it, once the rest serves.
+    let retired = format!("{project}_retired");
+    lab.block_on(lab.nodes[0].docker().create_service(
+        bollard::models::ServiceSpec {
+            name: Some(retired.clone()),
+            labels: Some(std::collections::HashMap::from([(
+                "com.docker.compose.project".to_owned(),
+                project.clone(),
+            )])),
+            mode: Some(bollard::models::ServiceSpecMode {
+                replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(0) }),
+                ..Default::default()
+            }),
+            task_template: Some(bollard::models::TaskSpec {
+                container_spec: Some(bollard::models::TaskSpecContainerSpec {
+                    image: Some("student-ages-api:latest".to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        None,
+    ))
+    .unwrap();
+
     // A rolling update of the UI (its log level changes, nothing else)
     // under load through every node's edge: no request fails.
     let loads: Vec<Load> = lab
@@ -573,6 +600,20 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("(1 of 3 services changed)"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "removed 1 service(s) the compose file no longer has: {retired}"
+        )),
+        "{said}"
+    );
+    assert!(
+        lab.block_on(lab.nodes[0].docker().inspect_service(
+            &retired,
+            None::<bollard::query_parameters::InspectServiceOptions>
+        ))
+        .is_err(),
+        "{retired} is gone"
+    );
     let api = format!("http://{}:5000", data.addr);
     for report in &reports {
         report.assert_nothing_failed_or_lost(&api);
