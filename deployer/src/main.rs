@@ -112,8 +112,9 @@ enum Command {
         /// The image tag to deploy [default: this checkout's git version].
         #[arg(long)]
         tag: Option<String>,
-        /// Replace the host's data with pipeline.yaml's seed files, after
-        /// keeping the live files as timestamped backups beside them.
+        /// Replace the host's data (on a swarm, the data host's) with
+        /// pipeline.yaml's seed files, after keeping the live files as
+        /// timestamped backups beside them.
         #[arg(long)]
         reseed_data: bool,
         #[command(flatten)]

@@ -11,8 +11,6 @@
 //! applied again. The skeleton around the steps (lock, signals, one audit
 //! line per attempt) is `host::with_locked_host`.
 
-use anyhow::bail;
-
 use crate::host::{
     self, AuditAction, AuditResult, DeployTarget, HostFlags, LockedHost, deploy_target,
 };
@@ -57,14 +55,17 @@ pub async fn run(
     };
     workspace.check_credentials(options.defaults, progress)?;
     if let DeployTarget::Swarm(swarm, ssh) = deploy_target(workspace, &options.host)? {
-        if options.data == Data::Reseed {
-            bail!(
-                "--reseed-data does not run against a swarm yet: reseed on the data host with \
-                 `deployer deploy --host` while it runs alone, or restore the file"
-            );
-        }
-        return crate::swarm::deploy(workspace, &swarm, &ssh, &tag, registry.as_ref(), progress)
-            .await;
+        let reseed = options.data == Data::Reseed;
+        return crate::swarm::deploy(
+            workspace,
+            &swarm,
+            &ssh,
+            &tag,
+            reseed,
+            registry.as_ref(),
+            progress,
+        )
+        .await;
     }
     let stack = workspace.host_stack(&tag)?;
     // Before the host is touched: a file to copy there must be readable.

@@ -49,12 +49,15 @@ enum Wanted<'a> {
     Previous,
 }
 
-/// Deploys `tag` to the swarm.
+/// Deploys `tag` to the swarm; with `reseed`, first replaces the data
+/// host's live files with the seed files, keeping each as a backup beside
+/// it (`--reseed-data`).
 pub(crate) async fn deploy(
     workspace: &Workspace,
     swarm: &SwarmSettings,
     ssh: &ConnectOptions,
     tag: &str,
+    reseed: bool,
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -65,7 +68,7 @@ pub(crate) async fn deploy(
         swarm,
         ssh,
         AuditAction::Deploy,
-        Wanted::Tag(tag),
+        (Wanted::Tag(tag), reseed),
         registry,
         progress,
     )
@@ -96,7 +99,7 @@ pub(crate) async fn rollback(
         swarm,
         ssh,
         AuditAction::Rollback,
-        wanted,
+        (wanted, false),
         registry,
         progress,
     )
@@ -129,7 +132,7 @@ async fn run(
     swarm: &SwarmSettings,
     ssh: &ConnectOptions,
     action: AuditAction,
-    wanted: Wanted<'_>,
+    wanted: (Wanted<'_>, bool),
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -147,7 +150,7 @@ async fn locked(
     swarm: &SwarmSettings,
     nodes: &mut [Node],
     action: AuditAction,
-    wanted: Wanted<'_>,
+    (wanted, reseed): (Wanted<'_>, bool),
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -199,6 +202,7 @@ async fn locked(
             nodes,
             &stack,
             &version,
+            reseed,
             registry,
             progress,
             &mut images,
@@ -251,6 +255,7 @@ async fn steps(
     nodes: &mut [Node],
     stack: &Stack,
     tag: &str,
+    reseed: bool,
     registry: Option<&Registry>,
     progress: &Progress,
     fetched: &mut Vec<String>,
@@ -258,6 +263,16 @@ async fn steps(
     let images = put_images(workspace, swarm, nodes, stack, tag, registry, progress).await?;
     fetched.extend(images.values().map(|(reference, _)| reference.clone()));
 
+    if reseed {
+        // The running API sees the file replaced and reads it again.
+        let engine = Engine::new(&nodes[swarm.data].docker, progress);
+        for seed in &workspace.pipeline.seeds {
+            engine
+                .reseed(stack, seed)
+                .await
+                .with_context(|| format!("reseeding on {}", nodes[swarm.data].target))?;
+        }
+    }
     Engine::new(&nodes[swarm.data].docker, progress)
         .ensure_seeded_volumes(stack, &workspace.pipeline.seeds)
         .await

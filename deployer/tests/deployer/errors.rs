@@ -227,26 +227,33 @@ fn a_swarm_and_a_single_host_both_set_are_refused_naming_both() {
 }
 
 #[test]
-fn a_swarm_target_refuses_reseed_data_before_connecting() {
+fn a_swarm_target_refuses_files_into_volumes_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{SWARM}"));
-    write(dir.path(), "docker-compose.yml", COMPOSE);
+    let files = "files:\n  - {volume: certs, file: cert.pem, path: tls/cert.pem, owner: \"1:1\"}\n";
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &format!("{PIPELINE}{SWARM}{files}"),
+    );
+    write(
+        dir.path(),
+        "docker-compose.yml",
+        &format!("{COMPOSE}    volumes: [certs:/certs]\nvolumes:\n  certs: {{}}\n"),
+    );
+    write(dir.path(), "cert.pem", "not used");
     let (code, stderr) = run_swarm(
         dir.path(),
-        &[
-            "deploy",
-            "--reseed-data",
-            "--tag",
-            "v1",
-            "--allow-default-credentials",
-        ],
+        &["deploy", "--tag", "v1", "--allow-default-credentials"],
         None,
     );
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("--reseed-data does not run against a swarm yet"),
+        stderr.contains("files[0].file (cert.pem) is set, but putting files into volumes")
+            && stderr.contains("works on one host only yet"),
         "{stderr}"
     );
+    assert!(!stderr.contains("connecting"), "{stderr}");
+    write(dir.path(), "pipeline.yaml", &format!("{PIPELINE}{SWARM}"));
     // A broken swarm section is named by its key, for every command.
     write(
         dir.path(),

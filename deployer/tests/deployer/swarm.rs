@@ -700,6 +700,40 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     assert_eq!(age.trim(), "12", "the backup's data is back");
     assert_eq!(files().len(), 2, "the live file was saved first");
 
+    // `deploy --reseed-data`: the data host's file becomes the seed's
+    // again (a student written since is gone), the live one kept beside
+    // it, and the running API serves the new file.
+    let (status, _) = lab.block_on(async {
+        let response = reqwest::Client::new()
+            .put(student.replace("/alice", "/reseedcheck"))
+            .basic_auth("root", Some("root"))
+            .json(&serde_json::json!({"age": 5}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    });
+    assert_eq!(status, 201);
+    let out = deployer_on(
+        &lab,
+        &pipeline,
+        &project,
+        &["deploy", "--reseed-data", "--tag", "latest"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("the live file was kept as student_age.json.backup-"),
+        "{}",
+        text(&out)
+    );
+    let (status, _) = support::get(
+        &student.replace("student_ages/alice", "get_student_ages/reseedcheck"),
+        true,
+    );
+    assert_eq!(status, 404, "the seed's data is back");
+
     // `rollback`: with only one version deployed there is nothing to go
     // back to; after a deploy of another tag, it puts `latest` back.
     let out = deployer_on(&lab, &pipeline, &project, &["rollback"], &[]);
