@@ -202,6 +202,7 @@ struct SwarmOverview {
 struct SwarmPart {
     nodes: Vec<crate::swarm::SwarmNode>,
     quorum: crate::swarm::Quorum,
+    unreachable: Vec<crate::swarm::Unreachable>,
 }
 
 async fn swarm_status(
@@ -223,7 +224,7 @@ async fn swarm_status(
     crate::swarm::close_all(nodes).await;
     let overview = SwarmOverview {
         project: stack.project.clone(),
-        healthy: status.services.iter().all(|s| s.ok) && status.quorum.ok,
+        healthy: status.healthy(),
         services: status.services.clone(),
         last_deploy: host::last_deploy(&audit),
         records,
@@ -231,6 +232,7 @@ async fn swarm_status(
         swarm: SwarmPart {
             nodes: status.nodes.clone(),
             quorum: status.quorum.clone(),
+            unreachable: status.unreachable.clone(),
         },
     };
     match format {
@@ -254,13 +256,27 @@ async fn swarm_status(
                 }
             }
             if !overview.healthy {
-                let bad: Vec<_> = overview
+                let mut bad: Vec<String> = overview
                     .services
                     .iter()
                     .filter(|s| !s.ok)
-                    .map(|s| s.service.as_str())
+                    .map(|s| s.service.clone())
                     .collect();
-                out.push_str(&format!("\nnot healthy: {}\n", bad.join(", ")));
+                bad.extend(
+                    status
+                        .down()
+                        .map(|n| format!("node {} ({}) is {}", n.hostname, n.addr, n.state)),
+                );
+                bad.extend(
+                    status
+                        .unreachable
+                        .iter()
+                        .map(|u| format!("{} cannot be reached", u.host)),
+                );
+                if !status.quorum.ok {
+                    bad.push("the managers' quorum is lost".into());
+                }
+                out.push_str(&format!("\nnot healthy: {}\n", bad.join("; ")));
             }
             progress.out(out.trim_end());
         }

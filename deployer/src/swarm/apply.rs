@@ -476,15 +476,35 @@ impl Cluster<'_> {
         let Some(&first) = candidates.first() else {
             return String::new();
         };
+        // One that printed something tells most: a task shut down while
+        // it started (by the rollback) may have printed nothing.
+        let mut silent = None;
         for &task in &candidates {
             if let Some(found) = self.container_of(task).await {
-                return self.describe(task, Some(found)).await;
+                if self.printed(&found).await {
+                    return self.describe(task, Some(found)).await;
+                }
+                silent.get_or_insert((task, found));
             }
         }
-        let found = self
+        let stopped = self
             .stopped_container_of(&planned.name, &planned.hash)
             .await;
-        self.describe(first, found).await
+        match (stopped, silent) {
+            (Some(found), _) if self.printed(&found).await => {
+                self.describe(first, Some(found)).await
+            }
+            (_, Some((task, found))) => self.describe(task, Some(found)).await,
+            (stopped, None) => self.describe(first, stopped).await,
+        }
+    }
+
+    /// Whether the container (node index, ID) logged anything.
+    async fn printed(&self, (i, container): &(usize, String)) -> bool {
+        !crate::docker::last_logs(&self.nodes[*i].docker, container, 1)
+            .await
+            .trim()
+            .is_empty()
     }
 
     /// The node (index) and container of a task, if the container is still

@@ -56,6 +56,58 @@ pub(crate) async fn connect_all(
     ssh: &ConnectOptions,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Node>> {
+    let (nodes, failures) = connect_each(swarm, ssh, progress).await;
+    if !failures.is_empty() {
+        close_all(nodes).await;
+        let failures: Vec<String> = failures
+            .iter()
+            .map(|u| format!("{}: {}", u.host, u.error))
+            .collect();
+        bail!(
+            "{} of the swarm's {} hosts cannot take part:\n  - {}\nNothing was changed.",
+            failures.len(),
+            swarm.hosts.len(),
+            failures.join("\n  - ")
+        );
+    }
+    Ok(nodes)
+}
+
+/// A host of deploy.swarm.hosts that could not be reached, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unreachable {
+    pub host: String,
+    pub error: String,
+}
+
+/// Connects to every host that answers, for reading: a host that is down
+/// is what `status` must show, not a reason to fail. The first host (the
+/// manager that keeps the audit log) must answer.
+pub(crate) async fn connect_reachable(
+    swarm: &SwarmSettings,
+    ssh: &ConnectOptions,
+    progress: &Progress,
+) -> anyhow::Result<(Vec<Node>, Vec<Unreachable>)> {
+    let (nodes, failures) = connect_each(swarm, ssh, progress).await;
+    if nodes.first().is_none_or(|n| n.index != 0) {
+        close_all(nodes).await;
+        let why = failures.first().map_or(String::new(), |u| u.error.clone());
+        bail!(
+            "the first host of deploy.swarm.hosts, {}, cannot be reached ({why}): it is the \
+             manager this tool reads the swarm through",
+            swarm.hosts[0].target
+        );
+    }
+    Ok((nodes, failures))
+}
+
+/// Connects to every host at once: the nodes that answered, in the
+/// hosts' order, and the hosts that did not.
+async fn connect_each(
+    swarm: &SwarmSettings,
+    ssh: &ConnectOptions,
+    progress: &Progress,
+) -> (Vec<Node>, Vec<Unreachable>) {
     let tasks: Vec<_> = swarm
         .hosts
         .iter()
@@ -79,20 +131,14 @@ pub(crate) async fn connect_all(
             }
             Err(error) => {
                 task.fail("cannot take part");
-                failures.push(format!("{}: {error:#}", host.target));
+                failures.push(Unreachable {
+                    host: host.target.clone(),
+                    error: format!("{error:#}"),
+                });
             }
         }
     }
-    if !failures.is_empty() {
-        close_all(nodes).await;
-        bail!(
-            "{} of the swarm's {} hosts cannot take part:\n  - {}\nNothing was changed.",
-            failures.len(),
-            swarm.hosts.len(),
-            failures.join("\n  - ")
-        );
-    }
-    Ok(nodes)
+    (nodes, failures)
 }
 
 /// Connects to the first host only: the manager that keeps the deploy

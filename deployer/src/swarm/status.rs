@@ -10,7 +10,7 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use serde::Serialize;
 
 use super::spec::service_name;
-use super::{Node, close_all, connect_all};
+use super::{Node, Unreachable, close_all, connect_reachable};
 use crate::config::pipeline::SwarmSettings;
 use crate::docker::{Health, health_of, message};
 use crate::host::{AuditEntry, HostDir};
@@ -28,20 +28,20 @@ pub(crate) async fn read_status(
     entry: Option<Entry>,
     progress: &Progress,
 ) -> anyhow::Result<(SwarmStatus, Vec<AuditEntry>, Option<String>, Vec<Node>)> {
-    let mut nodes = connect_all(swarm, ssh, progress).await?;
+    let (mut nodes, unreachable) = connect_reachable(swarm, ssh, progress).await?;
     let result = async {
-        let status = read(&nodes, stack).await?;
+        let mut status = read(&nodes, stack).await?;
+        status.unreachable = unreachable;
         let keeper = &nodes[0].remote;
         let audit = HostDir::open(keeper).await?.audit(keeper).await?;
-        let url = match entry {
-            Some(entry) => Some(format!(
+        // Through the data host's edge, if that host answers.
+        let data_host = nodes.iter_mut().find(|n| n.index == swarm.data);
+        let url = match (entry, data_host) {
+            (Some(entry), Some(node)) => Some(format!(
                 "http://127.0.0.1:{}",
-                nodes[swarm.data]
-                    .remote
-                    .forward_tcp(&entry.host_ip, entry.port)
-                    .await?
+                node.remote.forward_tcp(&entry.host_ip, entry.port).await?
             )),
-            None => None,
+            _ => None,
         };
         anyhow::Ok((status, audit, url))
     }
@@ -114,6 +114,25 @@ pub struct SwarmStatus {
     pub services: Vec<SwarmService>,
     pub nodes: Vec<SwarmNode>,
     pub quorum: Quorum,
+    /// Hosts of deploy.swarm.hosts this machine could not reach.
+    pub unreachable: Vec<Unreachable>,
+}
+
+impl SwarmStatus {
+    /// The nodes the swarm itself counts as down (a host lost, its Docker
+    /// stopped, cut off from the managers).
+    pub fn down(&self) -> impl Iterator<Item = &SwarmNode> {
+        self.nodes.iter().filter(|n| n.state != "ready")
+    }
+
+    /// Every service serves as asked, the managers have a quorum, and
+    /// every node is up.
+    pub fn healthy(&self) -> bool {
+        self.services.iter().all(|s| s.ok)
+            && self.quorum.ok
+            && self.down().next().is_none()
+            && self.unreachable.is_empty()
+    }
 }
 
 /// Reads the stack's services and the swarm's nodes through `nodes[0]` (a
@@ -312,6 +331,7 @@ pub(crate) async fn read(nodes: &[Node], stack: &Stack) -> anyhow::Result<SwarmS
         services,
         nodes,
         quorum,
+        unreachable: Vec::new(),
     })
 }
 
@@ -367,6 +387,12 @@ pub fn table(status: &SwarmStatus) -> String {
                     .unwrap_or_default()
             ));
         }
+    }
+    for u in &status.unreachable {
+        out.push_str(&format!(
+            "  {}: cannot be reached from here: {}\n",
+            u.host, u.error
+        ));
     }
     let q = &status.quorum;
     out.push_str(&format!(

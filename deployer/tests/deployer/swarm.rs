@@ -791,10 +791,68 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         .concat(),
     );
 
+    // Losing a node: the third (neither the manager nor the data host) is
+    // cut off the network. The swarm marks it down, its UI task starts on
+    // the others, their edges stop sending it requests, and `status` says
+    // which node is down.
+    let lost = lab.nodes[2].addr.to_string();
+    let cut = Instant::now();
+    lab.cut_off(2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let moved = loop {
+        let out = deployer_on(&lab, &pipeline, &project, &["status", "--json"], &[]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", text(&out)));
+        let nodes = status["swarm"]["nodes"].as_array().unwrap();
+        let down = nodes
+            .iter()
+            .any(|n| n["addr"] == lost.as_str() && n["state"] == "down");
+        let ui_elsewhere = nodes
+            .iter()
+            .filter(|n| n["addr"] != lost.as_str())
+            .flat_map(|n| n["tasks"].as_array().unwrap())
+            .filter(|t| t["service"] == "frontend" && t["state"] == "running")
+            .count();
+        if down && ui_elsewhere == 3 {
+            assert_eq!(out.status.code(), Some(1), "a node is down: {status:#}");
+            assert_eq!(status["healthy"], false, "{status:#}");
+            assert!(
+                status["swarm"]["unreachable"][0]["host"]
+                    .as_str()
+                    .is_some_and(|h| h.ends_with(&lost)),
+                "{status:#}"
+            );
+            break cut.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the UI's tasks did not move off the lost node: {status:#}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let out = deployer_on(&lab, &pipeline, &project, &["status"], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("({lost}) is down")) && table.contains("cannot be reached"),
+        "{table}"
+    );
+    for node in &lab.nodes[..2] {
+        for _ in 0..20 {
+            let (status, _) = support::get(&format!("http://{}/login", node.addr), false);
+            assert_eq!(
+                status, 200,
+                "the UI through {} without the lost node",
+                node.name
+            );
+        }
+    }
+    lab.reconnect(2);
+
     eprintln!(
         "swarm deploy: lab start {:.1?}, first deploy {first:.1?}, rolling UI update \
          {update:.1?} under {requests} requests (0 failed), broken image rolled back in \
-         {failed:.1?}, rollback of three services {rollback:.1?}",
+         {failed:.1?}, rollback of three services {rollback:.1?}, the UI moved off a lost \
+         node in {moved:.1?}",
         lab.start_time
     );
     let left = lab.shutdown();

@@ -527,6 +527,23 @@ impl SwarmLab {
         format!("{}@{}", self.user, self.nodes[i].addr)
     }
 
+    /// Cuts node `i` off the lab's network (its veth down), as a lost host
+    /// would be: nothing reaches it, it reaches nothing.
+    pub fn cut_off(&self, i: usize) {
+        self.set_link(i, "down");
+    }
+
+    /// Puts node `i` back on the network.
+    pub fn reconnect(&self, i: usize) {
+        self.set_link(i, "up");
+    }
+
+    fn set_link(&self, i: usize, state: &str) {
+        // The veths are numbered as the namespaces are, from 1.
+        let veth = format!("{}v{}", self.prefix, i + 1);
+        run("ip", &["-n", &self.hub(), "link", "set", &veth, state]);
+    }
+
     /// Runs a future (a bollard call on a node's `docker`) to completion.
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
