@@ -20,6 +20,8 @@ for tool in wrk haproxy curl python3; do
 done
 
 cargo build --release -q -p student-ages-api --bin api -p student-ages-edge --bin edge
+# The binaries just built, wherever cargo puts them (CARGO_TARGET_DIR).
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -35,16 +37,16 @@ api_port=$(free_port); edge_port=$(free_port); haproxy_port=$(free_port)
 
 API_USERNAME=root API_PASSWORD=root STUDENT_AGE_FILE="$work/student_age.json" \
 LISTEN_ADDR="127.0.0.1:$api_port" RUST_LOG=${RUST_LOG:-info} \
-    target/release/api >"$work/api.log" 2>&1 &
+    "$bin"/api >"$work/api.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$api_port/healthz"
 
 EDGE_LISTEN="api=http://127.0.0.1:$edge_port -> api" EDGE_RUN_DIR="$work/run" \
 EDGE_STATE_DIR="$work/state" RUST_LOG=${EDGE_LOG:-info} \
-    target/release/edge >"$work/edge.log" 2>&1 &
+    "$bin"/edge >"$work/edge.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$edge_port/.edge/healthz"
-EDGE_RUN_DIR="$work/run" target/release/edge ctl deploy api --target "127.0.0.1:$api_port" >/dev/null
+EDGE_RUN_DIR="$work/run" "$bin"/edge ctl deploy api --target "127.0.0.1:$api_port" >/dev/null
 
 cat >"$work/haproxy.cfg" <<CFG
 global

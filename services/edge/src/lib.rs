@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod handover;
+pub mod io;
 pub mod log;
 pub mod pool;
 pub mod proxy;

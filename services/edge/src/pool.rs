@@ -90,11 +90,18 @@ impl Drop for Lease {
     }
 }
 
-/// Sends `request` (origin-form URI, with a Host header) to `target` on an
-/// idle connection or a new one.
+/// Sends the request in `slot` (origin-form URI, with a Host header) to
+/// `target` on an idle connection or a new one. The request is taken out
+/// of `slot` only when a connection is there to take it: after a connect
+/// error it is still in `slot`, unsent. With `replay`, `slot` holds a copy
+/// of it (it has no body) while it is out, to send again if the target
+/// closes the connection under it; the caller drops the copy. The
+/// request stays in the caller's slot rather than in this future, which is
+/// moved with every request (inside hyper's and tokio's futures).
 pub async fn send(
     target: &Arc<Target>,
-    mut request: Request<RequestBody>,
+    slot: &mut Option<Request<RequestBody>>,
+    replay: bool,
 ) -> Result<(Response<Incoming>, Lease), SendError> {
     loop {
         let (mut sender, reused) = match target.connections.take() {
@@ -108,6 +115,12 @@ pub async fn send(
         if sender.ready().await.is_err() && reused {
             continue;
         }
+        let copy = if replay {
+            slot.as_ref().map(crate::proxy::replica)
+        } else {
+            None
+        };
+        let request = std::mem::replace(slot, copy).expect("the request is in its slot");
         match sender.try_send_request(request).await {
             Ok(response) => {
                 let lease = Lease {
@@ -118,7 +131,7 @@ pub async fn send(
             }
             Err(mut error) => match error.take_message() {
                 // Closed before the request was written: try another one.
-                Some(unsent) if reused => request = unsent,
+                Some(unsent) if reused => *slot = Some(unsent),
                 _ => return Err(SendError::Exchange(error.into_error())),
             },
         }
@@ -137,7 +150,8 @@ async fn connect(target: &Target) -> Result<SendRequest<RequestBody>, SendError>
         .and_then(|connected| connected)
         .map_err(SendError::Connect)?;
     stream.set_nodelay(true).map_err(SendError::Connect)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(crate::io::Gathered(stream))).await?;
     tokio::spawn(async move {
         // Its errors reach the request that was using it.
         let _ = connection.await;

@@ -283,15 +283,12 @@ async fn serve<S>(
 {
     let activity = Arc::new(AtomicU64::new(now_ms()));
     let io = TokioIo::new(Watched {
-        inner: stream,
+        inner: crate::io::Gathered(stream),
         activity: activity.clone(),
     });
     let proxy = serving.proxy.clone();
     let client = peer.and_then(crate::proxy::ClientIp::new);
-    let service = service_fn(move |request| {
-        let (proxy, routes, client) = (proxy.clone(), routes.clone(), client.clone());
-        async move { proxy.handle(request, &routes, client).await }
-    });
+    let service = service_fn(move |request| proxy.handle(request, &routes, client.clone()));
     let connection = serving.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let idle = serving.limits.idle_timeout;
