@@ -595,8 +595,18 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     let (out, update) = deploy(&[("FRONTEND_LOG", "debug")]);
+    // Then the API's (one task on the data host, replaced beside itself):
+    // the edges check the new task before it gets a request and drain the
+    // old one.
+    let (api_out, api_update) = deploy(&[("FRONTEND_LOG", "debug"), ("API_LOG", "debug")]);
     std::thread::sleep(Duration::from_secs(1));
     let reports: Vec<_> = loads.into_iter().map(Load::stop).collect();
+    assert!(api_out.status.success(), "{}", text(&api_out));
+    assert!(
+        String::from_utf8_lossy(&api_out.stdout).contains("(1 of 3 services changed)"),
+        "{}",
+        text(&api_out)
+    );
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("(1 of 3 services changed)"), "{said}");
@@ -625,6 +635,7 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
     let broken_repo = broken.repository.clone();
     let (out, failed) = deploy(&[
         ("FRONTEND_LOG", "debug"),
+        ("API_LOG", "debug"),
         ("DOCKER_IMAGE_FRONTEND", &broken_repo),
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -850,7 +861,8 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
 
     eprintln!(
         "swarm deploy: lab start {:.1?}, first deploy {first:.1?}, rolling UI update \
-         {update:.1?} under {requests} requests (0 failed), broken image rolled back in \
+         {update:.1?} then API update {api_update:.1?} under {requests} requests (0 failed), \
+         broken image rolled back in \
          {failed:.1?}, rollback of three services {rollback:.1?}, the UI moved off a lost \
          node in {moved:.1?}",
         lab.start_time
