@@ -3,76 +3,18 @@
 //! lab (support::swarm_lab) is a dockerd with its own sshd in its own
 //! network namespace, and its Docker socket at a path of its own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::LeaveSwarmOptions;
 
-use crate::support::load::{Load, Target};
+use crate::support::load::Load;
 use crate::support::swarm_lab::{LabNode, SwarmLab};
+use crate::support::swarm_target::{
+    deployer_on, edge_loads, setup, setup_with, swarm_files, swarm_pipeline,
+};
 use crate::support::{self, TestImage, build_images, text};
-
-/// A pipeline.yaml like the repository's whose deploy target is the lab's
-/// swarm: every node with its own Docker socket, node 1 the manager, node
-/// 2 the data host. Written beside the lab's files; `compose:` points back
-/// at the repository's compose file.
-fn swarm_pipeline(lab: &SwarmLab, dir: &Path) -> PathBuf {
-    let root = support::root();
-    let text = std::fs::read_to_string(root.join("pipeline.yaml")).unwrap();
-    let mut pipeline: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    pipeline["compose"] = root.join("docker-compose.yml").to_string_lossy().into();
-    let hosts: Vec<serde_yaml::Value> = lab
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let mut entry = serde_yaml::Mapping::new();
-            entry.insert("host".into(), lab.target(i).into());
-            entry.insert(
-                "docker_socket".into(),
-                node.socket.to_string_lossy().into_owned().into(),
-            );
-            entry.into()
-        })
-        .collect();
-    let mut swarm = serde_yaml::Mapping::new();
-    swarm.insert("hosts".into(), hosts.into());
-    swarm.insert("managers".into(), 1.into());
-    swarm.insert("data".into(), lab.target(1).into());
-    pipeline["deploy"]["swarm"] = swarm.into();
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&pipeline).unwrap()).unwrap();
-    path
-}
-
-fn setup(lab: &SwarmLab, pipeline: &Path, project: &str, args: &[&str]) -> Output {
-    setup_with(lab, pipeline, project, args, &[])
-}
-
-fn setup_with(
-    lab: &SwarmLab,
-    pipeline: &Path,
-    project: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Output {
-    support::deployer()
-        .arg("--file")
-        .arg(pipeline)
-        .args(["-p", project, "setup"])
-        .args(args)
-        .env("EC2_PRIVATE_KEY", &lab.private_key)
-        .env("EC2_KNOWN_HOSTS", &lab.known_hosts)
-        .env_remove("AWS_EC2_INSTANCE")
-        .env_remove("EC2_DOCKER_SOCKET")
-        .env_remove("EC2_HOST_KEY")
-        .env_remove("EC2_ACCEPT_NEW_HOST_KEY")
-        .env_remove("SWARM_HOSTS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run deployer setup")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -272,73 +214,6 @@ fn setup_makes_a_swarm_of_fresh_hosts_leaves_a_ready_one_alone_and_rejoins_a_hos
     );
     let left = lab.shutdown();
     assert!(left.is_empty(), "the swarm lab left behind: {left:#?}");
-}
-
-/// The repository's compose file with a `deploy:` for the frontend (three
-/// replicas, start-first, watched 2 s), and a pipeline.yaml whose deploy
-/// target is the lab's swarm and whose paths point back at the
-/// repository.
-fn swarm_files(lab: &SwarmLab, dir: &Path) -> PathBuf {
-    let root = support::root();
-    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
-    let mut compose: serde_yaml::Value = serde_yaml::from_str(&compose).unwrap();
-    compose["services"]["frontend"]["deploy"] = serde_yaml::from_str(
-        "replicas: 3\nupdate_config: {parallelism: 1, order: start-first, monitor: 2s, \
-         failure_action: rollback}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
-        serde_yaml::to_string(&compose).unwrap(),
-    )
-    .unwrap();
-    let path = swarm_pipeline(lab, dir);
-    let mut pipeline: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    pipeline["compose"] = dir
-        .join("docker-compose.yml")
-        .to_string_lossy()
-        .into_owned()
-        .into();
-    for seed in pipeline["seed"].as_sequence_mut().unwrap() {
-        let file = root.join(seed["file"].as_str().unwrap());
-        seed["file"] = file.to_string_lossy().into_owned().into();
-    }
-    std::fs::write(&path, serde_yaml::to_string(&pipeline).unwrap()).unwrap();
-    path
-}
-
-/// The signing key every frontend replica shares (a session made by one
-/// is good at all of them): base64 of 48 bytes.
-const SESSION_KEY: &str = "c3dhcm0tbGFiLXNlc3Npb24ta2V5LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm";
-
-/// `deployer ARGS` against the lab's swarm, as a CI job would run it.
-fn deployer_on(
-    lab: &SwarmLab,
-    pipeline: &Path,
-    project: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Output {
-    support::deployer()
-        .arg("--file")
-        .arg(pipeline)
-        .args(["-p", project])
-        .args(args)
-        .env("EC2_PRIVATE_KEY", &lab.private_key)
-        .env("EC2_KNOWN_HOSTS", &lab.known_hosts)
-        .env("API_USERNAME", "root")
-        .env("API_PASSWORD", "root")
-        .env("UI_SESSION_KEY", SESSION_KEY)
-        .env_remove("AWS_EC2_INSTANCE")
-        .env_remove("EC2_DOCKER_SOCKET")
-        .env_remove("EC2_HOST_KEY")
-        .env_remove("EC2_ACCEPT_NEW_HOST_KEY")
-        .env_remove("SWARM_HOSTS")
-        .env_remove("DOCKER_REGISTRY")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run deployer")
 }
 
 /// The log of `service`'s containers on `node`, once it holds `wanted`
@@ -576,23 +451,7 @@ fn deploy_runs_the_stack_on_every_node_rolls_the_ui_without_a_failed_request_and
 
     // A rolling update of the UI (its log level changes, nothing else)
     // under load through every node's edge: no request fails.
-    let loads: Vec<Load> = lab
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            Load::start(
-                Target {
-                    api: format!("http://{}:5000", node.addr),
-                    ui: format!("http://{}", node.addr),
-                    https: None,
-                },
-                &format!("sw{i}"),
-                1,
-                1,
-            )
-        })
-        .collect();
+    let loads = edge_loads(&lab, "sw", 1, 1);
     std::thread::sleep(Duration::from_secs(1));
     let (out, update) = deploy(&[("FRONTEND_LOG", "debug")]);
     // Then the API's (one task on the data host, replaced beside itself):

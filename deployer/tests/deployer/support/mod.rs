@@ -10,6 +10,7 @@ pub mod load;
 pub mod netns;
 pub mod qemu;
 pub mod swarm_lab;
+pub mod swarm_target;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
