@@ -366,8 +366,11 @@ impl Engine {
             .docker
             .remove_container(
                 id,
+                // `v`: with its anonymous volumes (an image's VOLUME the
+                // stack mounts nothing at, as in a helper); named ones stay.
                 Some(RemoveContainerOptions {
                     force: true,
+                    v: true,
                     ..Default::default()
                 }),
             )
