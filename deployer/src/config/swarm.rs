@@ -35,6 +35,9 @@ pub(super) struct SwarmDef {
     managers: Option<usize>,
     data: Option<String>,
     docker_socket: Option<String>,
+    /// Variables a deploy to the swarm needs set.
+    #[serde(default)]
+    require: Vec<String>,
 }
 
 /// The swarm, resolved.
@@ -46,6 +49,9 @@ pub struct SwarmSettings {
     pub managers: usize,
     /// Index in `hosts` of the host that keeps the data.
     pub data: usize,
+    /// Variables a deploy or rollback to the swarm refuses to run without
+    /// (`deploy.swarm.require`).
+    pub require: Vec<String>,
 }
 
 /// One host of the swarm.
@@ -257,6 +263,7 @@ pub(super) fn resolve(
         hosts,
         managers,
         data,
+        require: def.require,
     }))
 }
 

@@ -63,6 +63,7 @@ pub(crate) async fn deploy(
 ) -> anyhow::Result<()> {
     // What the swarm cannot run is refused before any connection.
     refuse_unrunnable(workspace, &workspace.host_stack(tag)?)?;
+    refuse_unset(workspace, swarm)?;
     run(
         workspace,
         swarm,
@@ -87,6 +88,7 @@ pub(crate) async fn rollback(
     registry: Option<&Registry>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    refuse_unset(workspace, swarm)?;
     let wanted = match to {
         Some(tag) => {
             refuse_unrunnable(workspace, &workspace.host_stack(tag)?)?;
@@ -104,6 +106,28 @@ pub(crate) async fn rollback(
         progress,
     )
     .await
+}
+
+/// Refuses a run while a variable of `deploy.swarm.require` is unset.
+fn refuse_unset(workspace: &Workspace, swarm: &SwarmSettings) -> anyhow::Result<()> {
+    let missing: Vec<&str> = swarm
+        .require
+        .iter()
+        .filter(|v| workspace.var(v).is_none())
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "refusing to deploy to the swarm: {} {} not set, and {}'s deploy.swarm.require \
+             names {}; set {} (in CI, from a secret). Nothing was changed.",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            workspace.pipeline.path.display(),
+            if missing.len() == 1 { "it" } else { "them" },
+            if missing.len() == 1 { "it" } else { "them" },
+        );
+    }
+    Ok(())
 }
 
 fn refuse_unrunnable(workspace: &Workspace, stack: &Stack) -> anyhow::Result<()> {

@@ -319,3 +319,34 @@ fn a_file_to_put_into_a_volume_is_checked_before_anything_runs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_swarm_deploy_refuses_to_run_without_a_required_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &format!("{PIPELINE}{SWARM}    require: [UI_SESSION_KEY]\n"),
+    );
+    write(dir.path(), "docker-compose.yml", COMPOSE);
+    for args in [
+        &["deploy", "--tag", "v1", "--allow-default-credentials"][..],
+        &["rollback"][..],
+    ] {
+        let out = deployer()
+            .args(["--file", dir.path().join("pipeline.yaml").to_str().unwrap()])
+            .args(args)
+            .env_remove("AWS_EC2_INSTANCE")
+            .env_remove("UI_SESSION_KEY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("refusing to deploy to the swarm: UI_SESSION_KEY is not set")
+                && stderr.contains("deploy.swarm.require names it"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("connecting"), "{args:?}: {stderr}");
+    }
+}
