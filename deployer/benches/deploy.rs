@@ -16,7 +16,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::ec2::Ec2;
-use support::text;
+use support::{summary, text};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Images {
@@ -34,17 +34,6 @@ fn timed(env: &Ec2, tag: &str, images: Images) -> Duration {
     let took = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     took
-}
-
-fn summary(name: &str, runs: &[Duration]) {
-    let secs: Vec<f64> = runs.iter().map(Duration::as_secs_f64).collect();
-    let mean = secs.iter().sum::<f64>() / secs.len() as f64;
-    let min = secs.iter().cloned().fold(f64::MAX, f64::min);
-    let max = secs.iter().cloned().fold(0.0, f64::max);
-    println!(
-        "{name:<40} mean {mean:.2} s  min {min:.2} s  max {max:.2} s  ({} runs)",
-        secs.len()
-    );
 }
 
 fn main() {

@@ -27,18 +27,7 @@ use std::time::{Duration, Instant};
 use support::load::{Load, Report};
 use support::swarm_lab::SwarmLab;
 use support::swarm_target::{FRONTEND_REPLICAS, deployer_on, edge_loads, setup, swarm_files};
-use support::{TestImage, text};
-
-fn summary(name: &str, runs: &[Duration]) {
-    let secs: Vec<f64> = runs.iter().map(Duration::as_secs_f64).collect();
-    let mean = secs.iter().sum::<f64>() / secs.len() as f64;
-    let min = secs.iter().cloned().fold(f64::MAX, f64::min);
-    let max = secs.iter().cloned().fold(0.0, f64::max);
-    println!(
-        "{name:<48} mean {mean:.2} s  min {min:.2} s  max {max:.2} s  ({} runs)",
-        secs.len()
-    );
-}
+use support::{TestImage, summary, text};
 
 /// Runs `command`, asserts it succeeded and its stdout holds `expected`;
 /// how long it took.

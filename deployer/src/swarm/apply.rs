@@ -111,42 +111,6 @@ impl Cluster<'_> {
             .unwrap_or_else(|| node_id.chars().take(12).collect())
     }
 
-    /// Removes the project's services that `keep` does not name: those the
-    /// compose file no longer has. Returns their names.
-    pub(crate) async fn remove_orphans(
-        &self,
-        project: &str,
-        keep: &[&str],
-    ) -> anyhow::Result<Vec<String>> {
-        let listed = self
-            .manager
-            .list_services(Some(ListServicesOptions {
-                filters: Some(HashMap::from([(
-                    "label".to_owned(),
-                    vec![format!("{}={project}", crate::stack::labels::PROJECT)],
-                )])),
-                status: None,
-            }))
-            .await
-            .map_err(|e| anyhow!("cannot list the stack's services: {}", message(&e)))?;
-        let mut removed = Vec::new();
-        for name in listed
-            .into_iter()
-            .filter_map(|s| s.spec.and_then(|s| s.name))
-            .filter(|name| !keep.contains(&name.as_str()))
-        {
-            match self.manager.delete_service(&name).await {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => bail!("cannot remove the service {name}: {}", message(&e)),
-            }
-            self.progress
-                .println(&format!("{name}: removed (no longer in the compose file)"));
-            removed.push(name);
-        }
-        Ok(removed)
-    }
-
     /// Creates or updates the service, then watches it converge.
     pub(crate) async fn apply(&self, planned: &Planned) -> anyhow::Result<Change> {
         let line = self.progress.task(&planned.service, "checking");
@@ -802,6 +766,41 @@ impl<'t> View<'t> {
         nodes.sort();
         format!("{desired} running on {}", nodes.join(", "))
     }
+}
+
+/// Removes the project's services that `keep` does not name: those the
+/// compose file no longer has. Returns their names.
+pub(crate) async fn remove_orphans(
+    manager: &Docker,
+    project: &str,
+    keep: &[&str],
+    progress: &Progress,
+) -> anyhow::Result<Vec<String>> {
+    let listed = manager
+        .list_services(Some(ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{}={project}", crate::stack::labels::PROJECT)],
+            )])),
+            status: None,
+        }))
+        .await
+        .map_err(|e| anyhow!("cannot list the stack's services: {}", message(&e)))?;
+    let mut removed = Vec::new();
+    for name in listed
+        .into_iter()
+        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .filter(|name| !keep.contains(&name.as_str()))
+    {
+        match manager.delete_service(&name).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => bail!("cannot remove the service {name}: {}", message(&e)),
+        }
+        progress.println(&format!("{name}: removed (no longer in the compose file)"));
+        removed.push(name);
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -375,10 +375,8 @@ async fn steps(
     }
     // Only once the new version serves: services it no longer has go.
     let keep: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
-    let removed = Cluster::new(&nodes[0].docker, nodes, None, progress)
-        .await?
-        .remove_orphans(&stack.project, &keep)
-        .await?;
+    let removed =
+        super::apply::remove_orphans(&nodes[0].docker, &stack.project, &keep, progress).await?;
     let changed = changes
         .iter()
         .filter(|(_, c)| *c != Change::Unchanged)

@@ -373,3 +373,15 @@ pub fn test_certificate(dir: &std::path::Path) -> (String, String, String) {
     let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
     (ca_pem, path(cert_file), path(key_file))
 }
+
+/// Prints a benchmark line: the mean, min and max of `runs`.
+pub fn summary(name: &str, runs: &[std::time::Duration]) {
+    let secs: Vec<f64> = runs.iter().map(std::time::Duration::as_secs_f64).collect();
+    let mean = secs.iter().sum::<f64>() / secs.len() as f64;
+    let min = secs.iter().cloned().fold(f64::MAX, f64::min);
+    let max = secs.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "{name:<48} mean {mean:.2} s  min {min:.2} s  max {max:.2} s  ({} runs)",
+        secs.len()
+    );
+}
